@@ -1,0 +1,152 @@
+"""Read a raw source into a DataFrame: built-in digits, CSV/Parquet, or an image folder.
+
+Every loader returns a :class:`Loaded` whose frame has numeric feature columns and
+one label column, plus the image shape when the features are pixels.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datawheel.errors import DatawheelError
+
+__all__ = ["BUILTIN_SOURCES", "IMAGE_SUFFIXES", "Loaded", "load_source"]
+
+BUILTIN_SOURCES = ("digits",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+_TABLE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A source read into memory, before it becomes a dataset version."""
+
+    frame: pd.DataFrame
+    label: str
+    source: str
+    image_shape: tuple[int, int, int] | None = None
+
+
+def load_source(source: str, *, label: str = "label", image_size: int = 16) -> Loaded:
+    """Load ``source``: ``digits``, a CSV/Parquet path or ``file://``/``s3://`` URI, or a folder."""
+    if not source:
+        raise DatawheelError("no source given", "pass --param source=digits or a CSV/Parquet path")
+    if source in BUILTIN_SOURCES or source == "builtin:digits":
+        return _load_digits()
+    if source.startswith("s3://"):
+        return _load_table_bytes(_read_s3(source), source, label)
+    path = Path(source[len("file://") :] if source.startswith("file://") else source).expanduser()
+    if path.is_dir():
+        return _load_image_folder(path, image_size)
+    if not path.exists():
+        raise DatawheelError(
+            f"source {source!r} does not exist",
+            "pass an existing CSV/Parquet file, an image folder, or 'digits'",
+        )
+    if path.suffix.lower() not in _TABLE_SUFFIXES:
+        raise DatawheelError(
+            f"source {source!r} has unsupported type {path.suffix or '(none)'!r}",
+            "use a .csv or .parquet file, an image folder (one subfolder per class) or 'digits'",
+        )
+    return _load_table_bytes(path.read_bytes(), str(path), label)
+
+
+def _load_digits() -> Loaded:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    data = np.asarray(bunch.data, dtype=np.float32) / 16.0
+    frame = pd.DataFrame(data, columns=[f"px_{i}" for i in range(data.shape[1])])
+    frame["label"] = np.asarray(bunch.target).astype(str)
+    return Loaded(frame=frame, label="label", source="builtin:digits", image_shape=(1, 8, 8))
+
+
+def _read_s3(uri: str) -> bytes:
+    from datawheel.s3 import S3Store
+
+    bucket_and_key = uri[len("s3://") :]
+    if "/" not in bucket_and_key:
+        raise DatawheelError(f"S3 source {uri!r} names no object", "use s3://BUCKET/KEY.csv")
+    bucket, key = bucket_and_key.split("/", 1)
+    return S3Store.from_uri(f"s3://{bucket}").get_bytes(key)
+
+
+def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
+    is_parquet = source.lower().endswith((".parquet", ".pq")) or data[:4] == b"PAR1"
+    try:
+        frame = pd.read_parquet(io.BytesIO(data)) if is_parquet else pd.read_csv(io.BytesIO(data))
+    except pd.errors.EmptyDataError as exc:
+        raise DatawheelError(
+            f"source {source!r} is empty", "pass a file with a header and rows"
+        ) from exc
+    except Exception as exc:  # pandas/pyarrow raise many parser types
+        kind = "Parquet" if is_parquet else "CSV"
+        raise DatawheelError(
+            f"cannot parse {source!r} as {kind}: {str(exc).splitlines()[0]}",
+            f"check that the file is valid {kind}",
+        ) from exc
+    if label not in frame.columns:
+        shown = ", ".join(map(str, list(frame.columns)[:8]))
+        raise DatawheelError(
+            f"source {source!r} has no label column {label!r} (columns: {shown})",
+            "name the label column with --param label=COLUMN",
+        )
+    features = [c for c in frame.columns if c != label]
+    if not features:
+        raise DatawheelError(f"source {source!r} has no feature columns", "add feature columns")
+    bad = [str(c) for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    if bad:
+        raise DatawheelError(
+            f"feature column(s) {', '.join(bad[:5])} in {source!r} are not numeric",
+            "encode them as numbers or drop them before ingest",
+        )
+    frame = frame.astype({str(c): np.float32 for c in features})
+    frame[label] = frame[label].astype(str)
+    return Loaded(frame=frame.reset_index(drop=True), label=label, source=source)
+
+
+def _load_image_folder(root: Path, size: int) -> Loaded:
+    from PIL import Image, UnidentifiedImageError
+
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DatawheelError(
+            f"image folder {str(root)!r} has no class subfolders",
+            "put images in one subfolder per class, e.g. cats/1.png, dogs/2.png",
+        )
+    files = [
+        (cls, f)
+        for cls in classes
+        for f in sorted((root / cls).rglob("*"))
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not files:
+        raise DatawheelError(f"image folder {str(root)!r} has no images", "add .png/.jpg files")
+    images: list[Image.Image] = []
+    for _, f in files:
+        try:
+            with Image.open(f) as im:
+                images.append(im.copy())
+        except (UnidentifiedImageError, OSError) as exc:
+            raise DatawheelError(
+                f"cannot read image {str(f)!r}", "remove or replace the file"
+            ) from exc
+    color = any(im.mode not in ("1", "L", "LA", "I", "I;16", "F") for im in images)
+    mode, channels = ("RGB", 3) if color else ("L", 1)
+    pixels = np.stack(
+        [
+            np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.float32)
+            .reshape(size, size, channels)
+            .transpose(2, 0, 1)
+            .reshape(-1)
+            for im in images
+        ]
+    ) / np.float32(255.0)
+    frame = pd.DataFrame(pixels, columns=[f"px_{i}" for i in range(pixels.shape[1])])
+    frame["label"] = [cls for cls, _ in files]
+    return Loaded(frame=frame, label="label", source=str(root), image_shape=(channels, size, size))
