@@ -1,0 +1,1 @@
+"""KFP components: each declares inputs/outputs and makes one call into datawheel.steps."""

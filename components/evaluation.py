@@ -1,0 +1,42 @@
+"""Evaluation component: score, compare with the champion, decide."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+
+from datawheel.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def evaluate(
+    store: str,
+    model_name: str,
+    dataset_name: str,
+    margin: float,
+    seed: int,
+    splits: Input[Dataset],
+    model: Input[Model],
+    metrics: Output[Metrics],
+    classification: Output[ClassificationMetrics],
+    report: Output[Markdown],
+) -> NamedTuple("EvaluateOutputs", [("decision", str), ("evaluation", str)]):
+    """Test metrics, confusion matrix, and promote/reject against the champion."""
+    import json
+    from collections import namedtuple
+
+    from datawheel.steps import evaluate_step
+
+    ev = evaluate_step(
+        store,
+        model_name,
+        dataset_name,
+        splits.path,
+        model.path,
+        margin,
+        report.path,
+        metrics,
+        seed=seed,
+    )
+    classification.log_confusion_matrix(ev["classes"], ev["confusion"])
+    return namedtuple("EvaluateOutputs", ["decision", "evaluation"])(ev["decision"], json.dumps(ev))

@@ -1,0 +1,24 @@
+"""Registry component: register a model version and point an alias at it."""
+
+from kfp import dsl
+from kfp.dsl import Input, Model
+
+from datawheel.images import CPU_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def register(
+    store: str,
+    model_name: str,
+    dataset_name: str,
+    dataset_version: str,
+    evaluation: str,
+    alias: str,
+    model: Input[Model],
+) -> str:
+    """Register the model with its card and metrics; returns the run summary as JSON."""
+    from datawheel.steps import register_step
+
+    return register_step(
+        store, model_name, model.path, dataset_name, dataset_version, evaluation, alias
+    )

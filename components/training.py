@@ -1,0 +1,60 @@
+"""Training components: the learning-rate grid, train, and the sweep's pick."""
+
+from typing import NamedTuple
+
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from datawheel.images import CPU_IMAGE, TRAIN_IMAGE
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def lr_grid(learning_rate: float, sweep_learning_rates: str) -> list:
+    """The sweep's learning rates, or just ``learning_rate`` when no sweep is asked for."""
+    from datawheel.steps import lr_grid as grid
+
+    return grid(learning_rate, sweep_learning_rates)
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train(
+    splits: Input[Dataset],
+    model_kind: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    store: str,
+    transfer_from: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> NamedTuple("TrainOutputs", [("val_accuracy", float), ("model_uri", str)]):
+    """Fit on the training split (CUDA when present), export TorchScript + int8."""
+    from collections import namedtuple
+
+    from datawheel.steps import train_step
+
+    result = train_step(
+        splits.path,
+        model.path,
+        metrics,
+        model_kind=model_kind,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        store=store,
+        transfer_from=transfer_from,
+    )
+    model.metadata.update(result)
+    return namedtuple("TrainOutputs", ["val_accuracy", "model_uri"])(
+        result["val_accuracy"], model.uri
+    )
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def pick_best(val_accuracies: list, model_uris: list) -> str:
+    """The URI of the sweep's model with the best validation accuracy."""
+    from datawheel.steps import pick_best as pick
+
+    return pick(val_accuracies, model_uris)

@@ -1,0 +1,94 @@
+"""The training pipeline: ingest -> validate -> prep -> train (sweep) -> evaluate -> register.
+
+Pure DSL, no logic: every step is a component in datawheel.components.
+"""
+
+from datawheel.components.data import ingest, prep, validate
+from datawheel.components.evaluation import evaluate
+from datawheel.components.registry import register
+from datawheel.components.training import lr_grid, pick_best, train
+from kfp import dsl
+from kfp.dsl import Model
+
+
+@dsl.pipeline(
+    name="datawheel-training",
+    description="Ingest, validate, prep, train, evaluate against the champion, register.",
+)
+def training(
+    source: str = "digits",
+    store: str = "file://.datawheel",
+    dataset_name: str = "",
+    label: str = "label",
+    image_size: int = 16,
+    model_name: str = "",
+    model_kind: str = "mlp",
+    epochs: int = 30,
+    batch_size: int = 64,
+    learning_rate: float = 0.001,
+    seed: int = 0,
+    split_seed: int = 0,
+    sweep_learning_rates: str = "",
+    margin: float = 0.0,
+    transfer_from: str = "",
+) -> str:
+    data = ingest(
+        store=store, source=source, dataset_name=dataset_name, label=label, image_size=image_size
+    )
+    data.set_display_name("ingest")
+    checked = validate(
+        store=store, dataset_name=data.outputs["name"], version=data.outputs["version"]
+    )
+    splits = prep(
+        store=store,
+        dataset_name=data.outputs["name"],
+        version=data.outputs["version"],
+        split_seed=split_seed,
+    ).after(checked)
+    grid = lr_grid(learning_rate=learning_rate, sweep_learning_rates=sweep_learning_rates)
+    with dsl.ParallelFor(grid.output, parallelism=4) as lr:
+        trained = train(
+            splits=splits.outputs["splits"],
+            model_kind=model_kind,
+            epochs=epochs,
+            batch_size=batch_size,
+            learning_rate=lr,
+            seed=seed,
+            store=store,
+            transfer_from=transfer_from,
+        )
+    best = pick_best(
+        val_accuracies=dsl.Collected(trained.outputs["val_accuracy"]),
+        model_uris=dsl.Collected(trained.outputs["model_uri"]),
+    )
+    chosen = dsl.importer(artifact_uri=best.output, artifact_class=Model, reimport=False)
+    scored = evaluate(
+        store=store,
+        model_name=model_name,
+        dataset_name=data.outputs["name"],
+        margin=margin,
+        seed=seed,
+        splits=splits.outputs["splits"],
+        model=chosen.output,
+    )
+    with dsl.If(scored.outputs["decision"] == "promote", name="promote"):
+        champion = register(
+            store=store,
+            model_name=model_name,
+            dataset_name=data.outputs["name"],
+            dataset_version=data.outputs["version"],
+            evaluation=scored.outputs["evaluation"],
+            alias="champion",
+            model=chosen.output,
+        )
+    with dsl.Else(name="reject"):
+        challenger = register(
+            store=store,
+            model_name=model_name,
+            dataset_name=data.outputs["name"],
+            dataset_version=data.outputs["version"],
+            evaluation=scored.outputs["evaluation"],
+            alias="challenger",
+            model=chosen.output,
+        )
+    return dsl.OneOf(champion.output, challenger.output)
