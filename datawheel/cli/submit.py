@@ -1,0 +1,48 @@
+"""``datawheel submit``: upload a compiled pipeline to a Kubeflow Pipelines API and run it."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+import click
+
+from datawheel.compile import compile_pipeline
+from datawheel.errors import DatawheelError
+from datawheel.params import parse_params
+from datawheel.pipelines import PIPELINES
+from datawheel.runner import submit as submit_run
+
+
+@click.command()
+@click.argument("pipeline", type=click.Choice(sorted(PIPELINES)))
+@click.option("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
+@click.option("--experiment", default="datawheel", show_default=True)
+@click.option("--run-name", default="", help="default: PIPELINE-TIMESTAMP")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+def submit(
+    pipeline: str, host: str, experiment: str, run_name: str, params: tuple[str, ...]
+) -> None:
+    """Compile PIPELINE and start a run on the KFP API at --host.
+
+    The token, if your cluster needs one, comes from $KFP_TOKEN.
+    """
+    if not host.startswith(("http://", "https://")):
+        raise DatawheelError(
+            f"--host {host!r} is not a URL", "pass e.g. --host http://localhost:8080"
+        )
+    arguments = parse_params(PIPELINES[pipeline], params)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(pipeline, tmp)
+        name = run_name or f"{pipeline}-{datetime.now(UTC):%Y%m%d-%H%M%S}"
+        run_id = submit_run(
+            package,
+            host=host,
+            arguments=arguments,
+            experiment=experiment,
+            run_name=name,
+            token=os.environ.get("KFP_TOKEN"),
+        )
+    click.echo(f"submitted {pipeline} as run {run_id} in experiment {experiment!r} on {host}")

@@ -1,0 +1,51 @@
+"""Check a training run's arguments before any step runs, so bad input fails fast.
+
+Everything here is cheap next to training, and each failure is a
+:class:`DatawheelError` naming the problem and the fix. Nothing is written.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from datawheel.datasets import default_name
+from datawheel.errors import DatawheelError
+from datawheel.models import MODEL_KINDS
+from datawheel.sources import load_source
+from datawheel.steps import lr_grid
+from datawheel.store import LocalStore, open_store
+
+__all__ = ["check_training"]
+
+
+def check_training(args: dict[str, Any]) -> dict[str, Any]:
+    """Validate and complete training arguments; returns them with the store URI resolved."""
+    out = dict(args)
+    store = open_store(out.get("store") or None)  # unreachable S3 / bad credentials fail here
+    out["store"] = store.uri if isinstance(store, LocalStore) else out.get("store")
+    kind = out.get("model_kind", "mlp")
+    if kind not in MODEL_KINDS:
+        raise DatawheelError(
+            f"unknown model kind {kind!r}",
+            f"use --param model_kind= one of {', '.join(MODEL_KINDS)}",
+        )
+    for key in ("epochs", "batch_size", "image_size"):
+        if key in out and int(out[key]) < 1:
+            raise DatawheelError(
+                f"{key}={out[key]} must be at least 1", f"pass --param {key}=N, N >= 1"
+            )
+    lr_grid(float(out.get("learning_rate", 1e-3)), str(out.get("sweep_learning_rates", "")))
+    source = str(out.get("source", "digits"))
+    loaded = load_source(
+        source, label=str(out.get("label", "label")), image_size=int(out.get("image_size", 16))
+    )
+    if len(loaded.frame) == 0:
+        raise DatawheelError(f"source {source!r} has no rows", "ingest a file with data rows")
+    if kind == "cnn" and loaded.image_shape is None:
+        raise DatawheelError(
+            f"model kind 'cnn' needs image data, but {source!r} is tabular",
+            "use --param model_kind=mlp, or ingest an image folder or 'digits'",
+        )
+    if not out.get("dataset_name"):
+        out["dataset_name"] = default_name(loaded.source)
+    return out
