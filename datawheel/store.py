@@ -31,6 +31,8 @@ __all__ = [
 ]
 
 DEFAULT_STORE_URI = "file://.datawheel"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class StoreError(DatawheelError):
@@ -112,6 +114,7 @@ class LocalStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="." + path.name)
         try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide objects from other users
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
