@@ -1,0 +1,159 @@
+"""Small classifiers for tabular rows and small images: an MLP and a CNN.
+
+Every model is a :class:`Classifier` with exactly two children, ``backbone`` and
+``head`` (the final :class:`torch.nn.Linear`), and takes a flat float32 batch
+``[N, n_features]``. The CNN reshapes that batch to ``image_shape`` itself, so
+training, evaluation and serving all feed the same flat rows.
+"""
+
+from __future__ import annotations
+
+import math
+
+from torch import Tensor, nn
+
+from datawheel.errors import DatawheelError
+
+__all__ = ["MODEL_KINDS", "Classifier", "build_model", "freeze_backbone"]
+
+MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn")
+
+_DROPOUT = 0.2
+_CNN_CHANNELS = (32, 64)
+_CNN_POOLED = 2  # adaptive pooling to 2x2 keeps a little layout for 8x8..32x32 inputs
+
+
+class Classifier(nn.Module):
+    """``head(backbone(x))``: flat rows ``[N, n_features]`` in, logits ``[N, n_classes]`` out."""
+
+    def __init__(
+        self,
+        kind: str,
+        backbone: nn.Sequential,
+        head: nn.Linear,
+        *,
+        n_features: int,
+        n_classes: int,
+        hidden: int,
+        image_shape: tuple[int, int, int] | None,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.kind = kind
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.hidden = hidden
+        self.image_shape = image_shape
+
+    def forward(self, x: Tensor) -> Tensor:
+        features: Tensor = self.backbone(x)
+        logits: Tensor = self.head(features)
+        return logits
+
+
+def _mlp_backbone(n_features: int, hidden: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(n_features, hidden),
+        nn.ReLU(),
+        nn.Dropout(_DROPOUT),
+        nn.Linear(hidden, hidden),
+        nn.ReLU(),
+        nn.Dropout(_DROPOUT),
+    )
+
+
+def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
+    return [
+        nn.Conv2d(c_in, c_out, kernel_size=3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(),
+    ]
+
+
+def _cnn_backbone(image_shape: tuple[int, int, int], hidden: int) -> nn.Sequential:
+    channels, _, _ = image_shape
+    c1, c2 = _CNN_CHANNELS
+    return nn.Sequential(
+        nn.Unflatten(1, image_shape),
+        *_conv_block(channels, c1),
+        nn.MaxPool2d(2),
+        *_conv_block(c1, c2),
+        nn.AdaptiveAvgPool2d(_CNN_POOLED),
+        nn.Flatten(),
+        nn.Linear(c2 * _CNN_POOLED * _CNN_POOLED, hidden),
+        nn.ReLU(),
+        nn.Dropout(_DROPOUT),
+    )
+
+
+def _check_image_shape(image_shape: tuple[int, int, int] | None, n_features: int) -> None:
+    if image_shape is None:
+        raise DatawheelError(
+            "model kind 'cnn' needs image data but this dataset has no image shape",
+            "use --param model_kind=mlp or ingest an image folder",
+        )
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise DatawheelError(
+            f"image shape {tuple(image_shape)} is not (channels, height, width)",
+            "re-ingest the image folder",
+        )
+    if math.prod(image_shape) != n_features:
+        raise DatawheelError(
+            f"image shape {tuple(image_shape)} has {math.prod(image_shape)} values "
+            f"but rows have {n_features} features",
+            "re-ingest the image folder so features and image shape agree",
+        )
+    if min(image_shape[1:]) < 2:
+        raise DatawheelError(
+            f"images of {image_shape[1]}x{image_shape[2]} pixels are too small for the cnn",
+            "use --param model_kind=mlp",
+        )
+
+
+def build_model(
+    kind: str,
+    n_features: int,
+    n_classes: int,
+    image_shape: tuple[int, int, int] | None,
+    hidden: int = 128,
+) -> Classifier:
+    """Build a freshly initialized classifier of ``kind`` (one of :data:`MODEL_KINDS`)."""
+    if kind not in MODEL_KINDS:
+        raise DatawheelError(
+            f"unknown model kind {kind!r}; allowed kinds: {', '.join(MODEL_KINDS)}",
+            f"use --param model_kind={MODEL_KINDS[0]}",
+        )
+    if n_features < 1:
+        raise DatawheelError("the dataset has no feature columns", "ingest data with features")
+    if n_classes < 2:
+        raise DatawheelError(
+            f"a classifier needs at least 2 classes, the dataset has {n_classes}",
+            "ingest data with at least two distinct labels",
+        )
+    if hidden < 1:
+        raise DatawheelError(f"hidden={hidden} must be at least 1", "use --param hidden=128")
+    shape: tuple[int, int, int] | None = None
+    if image_shape is not None and len(image_shape) == 3:
+        shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
+    if kind == "cnn":
+        _check_image_shape(image_shape, n_features)
+        assert shape is not None
+        backbone = _cnn_backbone(shape, hidden)
+    else:
+        backbone = _mlp_backbone(n_features, hidden)
+    return Classifier(
+        kind,
+        backbone,
+        nn.Linear(hidden, n_classes),
+        n_features=n_features,
+        n_classes=n_classes,
+        hidden=hidden,
+        image_shape=shape,
+    )
+
+
+def freeze_backbone(model: Classifier) -> None:
+    """Stop gradients for every parameter except the head's (transfer learning)."""
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith("head."))
