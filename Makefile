@@ -1,0 +1,47 @@
+# datawheel: every target sets itself up on a fresh machine (Python 3.11+, pip).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_STORE ?= .datawheel/demo
+DEMO_EPOCHS ?= 40
+
+.PHONY: setup demo test lint compile check-compiled bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# CPU build from local disk first: a bare `torch` requirement would pull a CUDA build.
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(STAMP)
+
+## demo: train on digits twice on the embedded default store; the 2nd run faces the champion
+demo: setup
+	rm -rf $(DEMO_STORE)
+	$(BIN)/datawheel run training --local --store file://$(DEMO_STORE) \
+		--param epochs=$(DEMO_EPOCHS) --param seed=0
+	$(BIN)/datawheel run training --local --store file://$(DEMO_STORE) \
+		--param epochs=$(DEMO_EPOCHS) --param seed=1 --param model_kind=cnn
+	$(BIN)/datawheel models list --store file://$(DEMO_STORE)
+
+## test: lint, check the compiled pipeline, run the whole suite
+test: setup lint
+	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy datawheel components pipelines benchmarks
+
+compile: setup
+	$(BIN)/datawheel compile
+
+bench: setup
+	$(BIN)/python benchmarks/train_throughput.py
+
+clean:
+	rm -rf $(VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache

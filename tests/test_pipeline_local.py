@@ -1,0 +1,88 @@
+"""The training pipeline end to end through `datawheel run --local` (kfp.local)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from cli_helpers import datawheel, run_json
+
+from datawheel import registry
+from datawheel.store import open_store
+
+FAST = ("--param", "epochs=6")
+
+
+def _tasks(result: dict[str, Any]) -> list[str]:
+    return [s["task"] for s in result["timings"]["steps"]]
+
+
+def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    first = run_json("--store", store, *FAST, cwd=tmp_path)
+    s1 = first["summary"]
+    assert first["status"] == "SUCCEEDED" and first["error"] is None
+    assert (s1["decision"], s1["alias"], s1["model_version"]) == ("promote", "champion", "v1")
+    assert s1["champion_version"] is None
+    assert s1["metrics"]["test_accuracy"] > 0.85
+    assert 0 <= s1["metrics"]["test_int8_accuracy"] <= 1
+    tasks = _tasks(first)
+    for step in ("ingest", "validate", "prep", "train", "evaluate", "register"):
+        assert step in tasks
+    timings = first["timings"]
+    assert timings["wall_seconds"] >= timings["body_seconds"] > 0
+    bodies = {s["task"]: s["body_seconds"] for s in timings["steps"]}
+    assert bodies["train"] is not None and bodies["train"] > 0
+
+    second = run_json("--store", store, *FAST, "--param", "seed=1", cwd=tmp_path)
+    s2 = second["summary"]
+    assert s2["champion_version"] == "v1"
+    assert s2["model_version"] == "v2"
+    assert s2["dataset_version"] == s1["dataset_version"]  # same content, same version
+    assert s2["decision"] in ("promote", "reject")
+    assert s2["alias"] == ("champion" if s2["decision"] == "promote" else "challenger")
+    st = open_store(store)
+    champion = registry.get_alias(st, "digits", "champion")
+    assert champion is not None
+    assert champion["version"] == ("v2" if s2["decision"] == "promote" else "v1")
+    card = registry.resolve(st, "digits", "v2").card
+    assert card["dataset_version"] == s1["dataset_version"]
+    assert card["checksum"] == card["files"]["model.ts"]
+    assert {"model.ts", "model_int8.ts", "model.pt", "transform.json"} <= set(card["files"])
+
+    listed = datawheel("models", "list", "--store", store, cwd=tmp_path)
+    assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
+
+    # transfer: start from the champion, freeze the backbone, train the head
+    third = run_json("--store", store, *FAST, "--param", "transfer_from=digits@champion",
+                     cwd=tmp_path)
+    card3 = registry.resolve(open_store(store), "digits", third["summary"]["model_version"]).card
+    assert card3["transfer_from"] == "digits@champion"
+
+
+def test_sweep_trains_each_rate_and_registers_the_best(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    result = run_json("--store", store, "--param", "epochs=3",
+                      "--param", "sweep_learning_rates=0.0003,0.003", cwd=tmp_path)
+    tasks = _tasks(result)
+    assert tasks.count("train") == 2 or len([t for t in tasks if t.startswith("train")]) == 2
+    assert result["summary"]["model_version"] == "v1"
+    card = registry.resolve(open_store(store), "digits", "v1").card
+    assert card["config"]["lr"] in (0.0003, 0.003)
+
+
+def test_run_on_s3_store(tmp_path: Path, s3_env: Any) -> None:
+    store = f"s3://{s3_env.bucket}/e2e-{tmp_path.name}"
+    result = run_json("--store", store, *FAST, cwd=tmp_path)  # s3_env set the environment
+    assert result["summary"]["decision"] == "promote"
+    from datawheel.s3 import S3Store
+
+    st = S3Store.from_uri(store)
+    mv = registry.resolve(st, "digits", "champion")
+    assert mv.version == "v1"
+    dest = registry.fetch(st, mv, tmp_path / "fetched")
+    assert (dest / "model.ts").stat().st_size > 0
+    manifest = json.loads(st.get_bytes(
+        f"datasets/digits/versions/{result['summary']['dataset_version']}/manifest.json"))
+    assert manifest["rows"] == 1797

@@ -1,0 +1,115 @@
+"""`datawheel submit` against a recording KFP API on 127.0.0.1.
+
+No KFP server can run here, so a small HTTP server stands in for the KFP REST API
+and records what the real kfp.Client sends; the tests check those requests.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from datawheel.cli.main import main
+
+
+class _KfpApi(BaseHTTPRequestHandler):
+    calls: list[tuple[str, str, Any]] = []
+
+    def _reply(self, obj: dict[str, Any]) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self.calls.append(("GET", self.path, None))
+        self._reply({})
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", 0))
+        body = json.loads(self.rfile.read(length) or b"{}")
+        self.calls.append(("POST", self.path, body))
+        if self.path.startswith("/apis/v2beta1/experiments"):
+            self._reply({"experiment_id": "exp-1", "display_name": body["display_name"]})
+        elif self.path.startswith("/apis/v2beta1/runs"):
+            self._reply({"run_id": "run-42", "display_name": body["display_name"]})
+        else:
+            self._reply({})
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def kfp_api() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
+    calls: list[tuple[str, str, Any]] = []
+    handler = type("Handler", (_KfpApi,), {"calls": calls})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}", calls
+    server.shutdown()
+    server.server_close()
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_submit_sends_pipeline_spec_and_typed_parameters(
+    kfp_api: tuple[str, list[tuple[str, str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, calls = kfp_api
+    code = _run(["submit", "training", "--host", host, "--experiment", "flywheel",
+                 "--run-name", "nightly", "--param", "epochs=7", "--param", "model_kind=cnn",
+                 "--param", "learning_rate=0.003", "--param", "store=s3://wheel/prod"])
+    assert code == 0
+    assert "run-42" in capsys.readouterr().out
+    posts = {path.split("?")[0]: body for method, path, body in calls if method == "POST"}
+    assert posts["/apis/v2beta1/experiments"]["display_name"] == "flywheel"
+    run = posts["/apis/v2beta1/runs"]
+    assert run["display_name"] == "nightly"
+    assert run["experiment_id"] == "exp-1"
+    assert run["runtime_config"]["parameters"] == {
+        "epochs": 7, "model_kind": "cnn", "learning_rate": 0.003, "store": "s3://wheel/prod"}
+    spec = run["pipeline_spec"]
+    assert spec["pipelineInfo"]["name"] == "datawheel-training"
+    tasks = spec["root"]["dag"]["tasks"]
+    assert {"ingest", "validate", "prep", "evaluate", "for-loop-1"} <= set(tasks)
+    assert run.get("pipeline_version_reference") is None  # the spec travels inline
+
+
+def test_submit_rejects_unknown_parameter_before_any_request(
+    kfp_api: tuple[str, list[tuple[str, str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, calls = kfp_api
+    code = _run(["submit", "training", "--host", host, "--param", "epoch=3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: unknown parameter 'epoch'") and "epochs" in err
+    assert "\n" not in err
+    assert calls == []
+
+
+def test_submit_to_unreachable_host_is_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port that nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = _run(["submit", "training", "--host", f"http://127.0.0.1:{port}"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: KFP API at http://127.0.0.1:") and "Fix:" in err
+    assert "Traceback" not in err and "\n" not in err
