@@ -12,11 +12,19 @@ from typing import Any
 DATAWHEEL = str(Path(sys.executable).with_name("datawheel"))
 
 
-def datawheel(*args: str, cwd: Path, env: dict[str, str] | None = None,
-              timeout: float = 600) -> subprocess.CompletedProcess[str]:
+def datawheel(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, "DATAWHEEL_CHECKPOINT_DIR": str(cwd / "ckpt"), **(env or {})}
-    return subprocess.run([DATAWHEEL, *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [DATAWHEEL, *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:

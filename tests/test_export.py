@@ -159,8 +159,12 @@ def test_exported_model_imputes_missing_values_like_the_transform(tmp_path: Path
     raw = rng.normal(size=(64, 5)).astype(np.float32)
     tf = fit_transform(raw, [f"f{i}" for i in range(5)], ["a", "b"])
     model = build_model("mlp", 5, 2, None, hidden=8).eval()
-    export_model(model, mean=np.asarray(tf.mean, np.float32), std=np.asarray(tf.std, np.float32),
-                 out_dir=tmp_path)
+    export_model(
+        model,
+        mean=np.asarray(tf.mean, np.float32),
+        std=np.asarray(tf.std, np.float32),
+        out_dir=tmp_path,
+    )
     holes = raw.copy()
     holes[::3, 1] = np.nan
     holes[::5, 4] = np.nan

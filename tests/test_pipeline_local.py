@@ -55,16 +55,24 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
 
     # transfer: start from the champion, freeze the backbone, train the head
-    third = run_json("--store", store, *FAST, "--param", "transfer_from=digits@champion",
-                     cwd=tmp_path)
+    third = run_json(
+        "--store", store, *FAST, "--param", "transfer_from=digits@champion", cwd=tmp_path
+    )
     card3 = registry.resolve(open_store(store), "digits", third["summary"]["model_version"]).card
     assert card3["transfer_from"] == "digits@champion"
 
 
 def test_sweep_trains_each_rate_and_registers_the_best(tmp_path: Path) -> None:
     store = f"file://{tmp_path / 'store'}"
-    result = run_json("--store", store, "--param", "epochs=3",
-                      "--param", "sweep_learning_rates=0.0003,0.003", cwd=tmp_path)
+    result = run_json(
+        "--store",
+        store,
+        "--param",
+        "epochs=3",
+        "--param",
+        "sweep_learning_rates=0.0003,0.003",
+        cwd=tmp_path,
+    )
     tasks = _tasks(result)
     assert tasks.count("train") == 2 or len([t for t in tasks if t.startswith("train")]) == 2
     assert result["summary"]["model_version"] == "v1"
@@ -83,6 +91,9 @@ def test_run_on_s3_store(tmp_path: Path, s3_env: Any) -> None:
     assert mv.version == "v1"
     dest = registry.fetch(st, mv, tmp_path / "fetched")
     assert (dest / "model.ts").stat().st_size > 0
-    manifest = json.loads(st.get_bytes(
-        f"datasets/digits/versions/{result['summary']['dataset_version']}/manifest.json"))
+    manifest = json.loads(
+        st.get_bytes(
+            f"datasets/digits/versions/{result['summary']['dataset_version']}/manifest.json"
+        )
+    )
     assert manifest["rows"] == 1797

@@ -71,9 +71,26 @@ def test_submit_sends_pipeline_spec_and_typed_parameters(
     kfp_api: tuple[str, list[tuple[str, str, Any]]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     host, calls = kfp_api
-    code = _run(["submit", "training", "--host", host, "--experiment", "flywheel",
-                 "--run-name", "nightly", "--param", "epochs=7", "--param", "model_kind=cnn",
-                 "--param", "learning_rate=0.003", "--param", "store=s3://wheel/prod"])
+    code = _run(
+        [
+            "submit",
+            "training",
+            "--host",
+            host,
+            "--experiment",
+            "flywheel",
+            "--run-name",
+            "nightly",
+            "--param",
+            "epochs=7",
+            "--param",
+            "model_kind=cnn",
+            "--param",
+            "learning_rate=0.003",
+            "--param",
+            "store=s3://wheel/prod",
+        ]
+    )
     assert code == 0
     assert "run-42" in capsys.readouterr().out
     posts = {path.split("?")[0]: body for method, path, body in calls if method == "POST"}
@@ -82,7 +99,11 @@ def test_submit_sends_pipeline_spec_and_typed_parameters(
     assert run["display_name"] == "nightly"
     assert run["experiment_id"] == "exp-1"
     assert run["runtime_config"]["parameters"] == {
-        "epochs": 7, "model_kind": "cnn", "learning_rate": 0.003, "store": "s3://wheel/prod"}
+        "epochs": 7,
+        "model_kind": "cnn",
+        "learning_rate": 0.003,
+        "store": "s3://wheel/prod",
+    }
     spec = run["pipeline_spec"]
     assert spec["pipelineInfo"]["name"] == "datawheel-training"
     tasks = spec["root"]["dag"]["tasks"]

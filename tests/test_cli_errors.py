@@ -1,0 +1,164 @@
+"""Bad input: a one-line error naming problem and fix, non-zero exit, nothing left behind."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from cli_helpers import datawheel
+
+from datawheel.store import open_store
+
+
+def _keys(store: str) -> list[str]:
+    return open_store(store).list("")
+
+
+def _assert_one_line_error(proc: Any, *needles: str) -> str:
+    assert proc.returncode != 0, proc.stdout
+    err = proc.stderr.strip()
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    last = err.splitlines()[-1]
+    assert last.startswith("error: "), err[-2000:]
+    assert "Fix:" in last, last
+    for needle in needles:
+        assert needle in last, last
+    return str(last)
+
+
+def _csv(path: Path, frame: pd.DataFrame) -> str:
+    frame.to_csv(path, index=False)
+    return str(path)
+
+
+def _write(path: Path, text: str) -> str:
+    path.write_text(text)
+    return str(path)
+
+
+def _table(rows: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    frame["label"] = np.where(frame["a"] + frame["b"] > 0, "yes", "no")
+    return frame
+
+
+@pytest.mark.parametrize(
+    ("make_source", "needles"),
+    [
+        (lambda d: str(d / "missing.csv"), ("does not exist",)),
+        (lambda d: _csv(d / "nolabel.csv", _table().drop(columns="label")), ("no label column",)),
+        (lambda d: _csv(d / "empty.csv", _table().iloc[:0]), ("no rows",)),
+        (lambda d: _write(d / "zero.csv", ""), ("empty",)),
+    ],
+    ids=["missing-file", "no-label-column", "header-only", "zero-bytes"],
+)
+def test_bad_sources(tmp_path: Path, make_source: Any, needles: tuple[str, ...]) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    source = make_source(tmp_path)
+    proc = datawheel(
+        "run", "training", "--local", "--store", store, "--param", f"source={source}", cwd=tmp_path
+    )
+    _assert_one_line_error(proc, *needles)
+    assert _keys(store) == []
+
+
+def test_unknown_model_kind(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    proc = datawheel(
+        "run",
+        "training",
+        "--local",
+        "--store",
+        store,
+        "--param",
+        "model_kind=transformer",
+        cwd=tmp_path,
+    )
+    _assert_one_line_error(proc, "unknown model kind 'transformer'", "mlp")
+    assert _keys(store) == []
+
+
+def test_bad_parameter_type_and_name(tmp_path: Path) -> None:
+    proc = datawheel("run", "training", "--local", "--param", "epochs=many", cwd=tmp_path)
+    _assert_one_line_error(proc, "epochs='many'")
+    proc = datawheel("run", "training", "--local", "--param", "epoch=3", cwd=tmp_path)
+    _assert_one_line_error(proc, "unknown parameter 'epoch'")
+
+
+def test_schema_violation_fails_validation_and_leaves_no_version(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    good = _csv(tmp_path / "good.csv", _table())
+    ok = datawheel("datasets", "ingest", good, "--name", "tab", "--store", store, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    before = [k for k in _keys(store) if "/versions/" in k]
+    bad = _table(seed=1).drop(columns="c")
+    bad["d"] = 1.0
+    proc = datawheel(
+        "run",
+        "training",
+        "--local",
+        "--store",
+        store,
+        "--param",
+        f"source={_csv(tmp_path / 'bad.csv', bad)}",
+        "--param",
+        "dataset_name=tab",
+        "--param",
+        "epochs=2",
+        cwd=tmp_path,
+    )
+    line = _assert_one_line_error(proc, "validate:", "hard anomalies", "c: column missing")
+    assert "d: column not in the reference schema" in line
+    assert [k for k in _keys(store) if "/versions/" in k] == before
+    assert not [k for k in _keys(store) if k.startswith("models/")]
+    assert any(k.startswith("datasets/tab/rejected/") for k in _keys(store))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_unreachable_s3_endpoint(tmp_path: Path) -> None:
+    env = {
+        "DATAWHEEL_S3_ENDPOINT": f"127.0.0.1:{_free_port()}",
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+    }
+    proc = datawheel(
+        "run", "training", "--local", "--store", "s3://bucket/p", cwd=tmp_path, env=env, timeout=120
+    )
+    _assert_one_line_error(proc, "cannot reach S3 endpoint", "DATAWHEEL_S3_ENDPOINT")
+
+
+def test_wrong_s3_credentials(tmp_path: Path, seaweedfs: Any) -> None:
+    env = {**seaweedfs.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    proc = datawheel(
+        "run",
+        "training",
+        "--local",
+        "--store",
+        f"s3://{seaweedfs.bucket}/p",
+        cwd=tmp_path,
+        env=env,
+        timeout=120,
+    )
+    _assert_one_line_error(proc, "rejected the credentials", "AWS_SECRET_ACCESS_KEY")
+
+
+def test_missing_s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DATAWHEEL_S3_ENDPOINT", "AWS_ENDPOINT_URL", "MINIO_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+    proc = datawheel("datasets", "list", "--store", "s3://bucket/p", cwd=tmp_path)
+    _assert_one_line_error(proc, "DATAWHEEL_S3_ENDPOINT")
+
+
+def test_models_rollback_without_history(tmp_path: Path) -> None:
+    proc = datawheel("models", "rollback", "digits", "--store", f"file://{tmp_path}", cwd=tmp_path)
+    _assert_one_line_error(proc, "no earlier version")
