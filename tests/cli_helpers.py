@@ -28,7 +28,9 @@ def datawheel(
 
 
 def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run the training pipeline with --json; the parsed summary, plus the progress on stderr."""
     proc = datawheel("run", "training", "--local", "--json", *args, cwd=cwd, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result: dict[str, Any] = json.loads(proc.stdout)
+    result["progress"] = proc.stderr
     return result

@@ -27,6 +27,7 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     assert s1["champion_version"] is None
     assert s1["metrics"]["test_accuracy"] > 0.85
     assert 0 <= s1["metrics"]["test_int8_accuracy"] <= 1
+    assert "epoch 1/6" in first["progress"] and "registered digits:v1" in first["progress"]
     tasks = _tasks(first)
     for step in ("ingest", "validate", "prep", "train", "evaluate", "register"):
         assert step in tasks
@@ -53,6 +54,12 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
 
     listed = datawheel("models", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
+
+    promoted = datawheel("models", "promote", "digits", "v2", "--store", store, cwd=tmp_path)
+    assert promoted.returncode == 0 and "champion -> v2" in promoted.stdout
+    rolled = datawheel("models", "rollback", "digits", "--store", store, cwd=tmp_path)
+    assert rolled.returncode == 0 and "champion -> v1" in rolled.stdout
+    assert registry.resolve(open_store(store), "digits", "champion").version == "v1"
 
     # transfer: start from the champion, freeze the backbone, train the head
     third = run_json(

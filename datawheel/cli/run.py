@@ -55,7 +55,8 @@ def run(
     if store:
         args["store"] = store
     args = check_training(args)
-    console = Console(stderr=True)
+    # Bind the real stream now: the runner redirects sys.stderr into its log while it runs.
+    console = Console(file=sys.stderr)
     n_rates = len(lr_grid(float(args["learning_rate"]), str(args["sweep_learning_rates"])))
     total = 8 + n_rates
     with Progress(
