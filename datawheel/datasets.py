@@ -150,7 +150,9 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
         "format": "parquet",
         "source": loaded.source,
         "parent": parent.version if parent else None,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        # Microseconds: list_versions orders by created_at, and versions ingested within
+        # the same second must not fall back to hash order.
+        "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
         "image_shape": list(loaded.image_shape) if loaded.image_shape else None,
         **describe(frame, loaded.label),
     }

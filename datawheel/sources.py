@@ -99,7 +99,8 @@ def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
     features = [c for c in frame.columns if c != label]
     if not features:
         raise DatawheelError(f"source {source!r} has no feature columns", "add feature columns")
-    bad = [str(c) for c in features if not pd.api.types.is_numeric_dtype(frame[c])]
+    # A header-only CSV has object columns; leave "no rows" to ingest, not "not numeric".
+    bad = [str(c) for c in features if len(frame) and not pd.api.types.is_numeric_dtype(frame[c])]
     if bad:
         raise DatawheelError(
             f"feature column(s) {', '.join(bad[:5])} in {source!r} are not numeric",
