@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 ## demo: train on digits twice on the embedded default store; the 2nd run faces the champion
+demo: export DATAWHEEL_CHECKPOINT_DIR := $(DEMO_STORE)-checkpoints
 demo: setup
-	rm -rf $(DEMO_STORE)
+	rm -rf $(DEMO_STORE) $(DEMO_STORE)-checkpoints
 	$(BIN)/datawheel run training --local --store file://$(DEMO_STORE) \
 		--param epochs=$(DEMO_EPOCHS) --param seed=0
 	$(BIN)/datawheel run training --local --store file://$(DEMO_STORE) \
