@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from failing_store import FailingStore
 
 from datawheel import datasets
 from datawheel.errors import DatawheelError
@@ -21,38 +21,6 @@ from datawheel.store import Store
 @pytest.fixture(scope="module")
 def digits() -> Loaded:
     return load_source("digits")
-
-
-class FailingStore:
-    """Delegates to a real store, but every put of a key ending in ``fail_suffix`` fails."""
-
-    def __init__(self, inner: Store, fail_suffix: str) -> None:
-        self.inner = inner
-        self.fail_suffix = fail_suffix
-        self.uri = inner.uri
-
-    def put_bytes(self, key: str, data: bytes) -> None:
-        if key.endswith(self.fail_suffix):
-            raise OSError(f"injected failure writing {key}")
-        self.inner.put_bytes(key, data)
-
-    def get_bytes(self, key: str) -> bytes:
-        return self.inner.get_bytes(key)
-
-    def exists(self, key: str) -> bool:
-        return self.inner.exists(key)
-
-    def list(self, prefix: str = "") -> list[str]:
-        return self.inner.list(prefix)
-
-    def delete(self, key: str) -> None:
-        self.inner.delete(key)
-
-    def put_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        self.put_bytes(key, Path(path).read_bytes())
-
-    def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        self.inner.get_file(key, path)
 
 
 def test_ingest_digits_version_and_manifest(store: Store) -> None:
