@@ -25,7 +25,14 @@ import pandas as pd
 
 from datawheel.errors import DatawheelError
 from datawheel.sources import Loaded, load_source
-from datawheel.store import KeyNotFoundError, Store, delete_quietly, get_json, put_json
+from datawheel.store import (
+    KeyNotFoundError,
+    Store,
+    delete_quietly,
+    get_json,
+    put_json,
+    validate_name,
+)
 
 __all__ = [
     "DatasetVersion",
@@ -40,8 +47,6 @@ __all__ = [
     "quarantine",
     "read_frame",
 ]
-
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 @dataclass(frozen=True)
@@ -76,15 +81,6 @@ def default_name(source: str) -> str:
     stem = source.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0].lower()
     stem = re.sub(r"[^a-z0-9_.-]+", "-", stem).strip("-.") or "dataset"
     return stem[:63]
-
-
-def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise DatawheelError(
-            f"dataset name {name!r} is not valid",
-            "use 1-63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit",
-        )
-    return name
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -130,7 +126,7 @@ def ingest(
 
 def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVersion:
     """Commit an already-loaded source as a content-addressed dataset version."""
-    name = _check_name(name or default_name(loaded.source))
+    name = validate_name(name or default_name(loaded.source), "dataset name")
     frame = loaded.frame
     if len(frame) == 0:
         raise DatawheelError(

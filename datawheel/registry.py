@@ -23,7 +23,14 @@ from typing import Any, cast
 
 import datawheel
 from datawheel.errors import DatawheelError
-from datawheel.store import KeyNotFoundError, Store, delete_quietly, get_json, put_json
+from datawheel.store import (
+    KeyNotFoundError,
+    Store,
+    delete_quietly,
+    get_json,
+    put_json,
+    validate_name,
+)
 
 __all__ = [
     "ALIASES",
@@ -42,7 +49,6 @@ __all__ = [
 ]
 
 ALIASES = ("champion", "challenger")
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 
 
 class ChecksumError(DatawheelError):
@@ -58,15 +64,6 @@ class ModelVersion:
     @property
     def metrics(self) -> dict[str, float]:
         return {k: float(v) for k, v in self.card.get("metrics", {}).items()}
-
-
-def _check_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise DatawheelError(
-            f"model name {name!r} is not valid",
-            "use 1-63 lowercase letters, digits, '-', '_' or '.'",
-        )
-    return name
 
 
 def _sha256(path: Path) -> str:
@@ -119,7 +116,7 @@ def register(
     alias: str | None = None,
 ) -> ModelVersion:
     """Upload every file in ``model_dir`` as the next version; card last; then the alias."""
-    _check_name(name)
+    validate_name(name, "model name")
     src = Path(model_dir)
     files = sorted(p for p in src.iterdir() if p.is_file() and p.name != "card.json")
     if not any(p.name == "model.ts" for p in files):

@@ -11,6 +11,7 @@ by writing a commit marker last (see :mod:`datawheel.datasets`).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -28,6 +29,7 @@ __all__ = [
     "open_store",
     "put_json",
     "validate_key",
+    "validate_name",
 ]
 
 DEFAULT_STORE_URI = "file://.datawheel"
@@ -85,6 +87,19 @@ def validate_key(key: str) -> str:
             "keys must not climb out of the store; remove '..' and empty segments",
         )
     return key
+
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+
+
+def validate_name(name: str, what: str = "name") -> str:
+    """Return ``name`` if it can be one key segment (a dataset or model name), else raise."""
+    if not _NAME_RE.match(name):
+        raise DatawheelError(
+            f"{what} {name!r} is not valid",
+            "use 1-63 lowercase letters, digits, '-', '_' or '.', starting with a letter or digit",
+        )
+    return name
 
 
 def _validate_prefix(prefix: str) -> str:

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from digits_data import raw_split
 
 import datawheel.export as export_mod
 from datawheel.errors import DatawheelError
@@ -24,13 +23,7 @@ from datawheel.train import TrainConfig, fit
 @functools.cache
 def _trained(kind: str) -> tuple[Classifier, np.ndarray, np.ndarray, np.ndarray]:
     """A model trained on normalized digits, its mean/std, and RAW validation rows."""
-    data = load_digits()
-    X = data.data.astype(np.float32)
-    y = data.target.astype(np.int64)
-    Xt, Xv, yt, yv = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    mean = Xt.mean(axis=0)
-    std = Xt.std(axis=0)
-    std[std < 1e-8] = 1.0
+    Xt, yt, Xv, yv, mean, std = raw_split()
     result = fit(
         (Xt - mean) / std,
         yt,

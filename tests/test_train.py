@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -11,8 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
+from digits_data import normalized_split
 
 import datawheel.train as train_mod
 from datawheel.errors import DatawheelError
@@ -22,16 +20,7 @@ IMAGE = (1, 8, 8)
 TIMING = {"samples_per_second", "seconds"}
 
 
-@functools.cache
-def _digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    data = load_digits()
-    X = data.data.astype(np.float32)
-    y = data.target.astype(np.int64)
-    Xt, Xv, yt, yv = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
-    mean = Xt.mean(axis=0)
-    std = Xt.std(axis=0)
-    std[std < 1e-8] = 1.0
-    return (Xt - mean) / std, yt, (Xv - mean) / std, yv
+_digits = normalized_split
 
 
 def _fit(config: TrainConfig, log: list[str] | None = None, **kw: Any) -> FitResult:
