@@ -15,8 +15,9 @@ import json
 import os
 import re
 import tempfile
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,20 +25,22 @@ from typing import Any, Protocol
 from datawheel.errors import DatawheelError
 from datawheel.steps import ERROR_FILE_ENV
 
-__all__ = ["LocalRunner", "RunEvent", "RunResult", "StepTiming", "submit"]
+__all__ = ["LocalRunner", "LogTap", "RunEvent", "RunResult", "StepTiming", "submit"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
 _END = re.compile(r"Task '([^']+)' finished with status (\w+)")
 _BODY = re.compile(r"\[datawheel\] step=(\S+) body_seconds=([0-9.]+)")
+_TASK_SUFFIX = re.compile(r"-\d+$")
 
 
 @dataclass
 class StepTiming:
     task: str
-    wall_seconds: float
+    wall_seconds: float | None  # None: kfp.local never reported the task's end
     status: str
     body_seconds: float | None = None
+    started: float = field(default=0.0, repr=False)
 
 
 @dataclass
@@ -66,26 +69,26 @@ class RunEvent:
     text: str = ""
 
 
-class _Tap(io.TextIOBase):
+class LogTap(io.TextIOBase):
     """A text stream that logs every line and turns some into :class:`RunEvent`s."""
 
     def __init__(self, log: io.TextIOBase, on_event: Callable[[RunEvent], None]) -> None:
         self._log = log
         self._on_event = on_event
         self._buf = ""
-        self._started: dict[str, float] = {}
-        self._body: float | None = None
+        self._lock = threading.Lock()  # kfp.local runs ParallelFor iterations on threads
         self.steps: list[StepTiming] = []
 
     def writable(self) -> bool:
         return True
 
     def write(self, s: str) -> int:
-        self._log.write(s)
-        self._buf += s
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self._line(_ANSI.sub("", line).strip())
+        with self._lock:
+            self._log.write(s)
+            self._buf += s
+            while "\n" in self._buf:
+                line, self._buf = self._buf.split("\n", 1)
+                self._line(_ANSI.sub("", line).strip())
         return len(s)
 
     def flush(self) -> None:
@@ -93,19 +96,36 @@ class _Tap(io.TextIOBase):
 
     def _line(self, line: str) -> None:
         if m := _START.search(line):
-            self._started[m[1]] = time.perf_counter()
-            self._body = None
+            self.steps.append(StepTiming(m[1], None, "RUNNING", started=time.perf_counter()))
             self._on_event(RunEvent("start", m[1]))
         elif m := _END.search(line):
-            began = self._started.pop(m[1], time.perf_counter())
-            self.steps.append(StepTiming(m[1], time.perf_counter() - began, m[2], self._body))
-            self._body = None
+            task = m[1]
+            step = self._first(lambda s: s.task == task and s.status == "RUNNING")
+            if step is not None:
+                step.wall_seconds = time.perf_counter() - step.started
+                step.status = m[2]
             self._on_event(RunEvent("end", m[1], m[2]))
         elif m := _BODY.search(line):
-            # A step prints its body time just before kfp.local reports the task finished.
-            self._body = float(m[2])
+            # Tasks of one step (the sweep's trains, register/register-2) may run at once:
+            # give each body time to the earliest started task of that step still without one.
+            name = m[1]
+            step = self._first(
+                lambda s: _TASK_SUFFIX.sub("", s.task) == name and s.body_seconds is None
+            )
+            if step is not None:
+                step.body_seconds = float(m[2])
         elif "[datawheel]" in line:
             self._on_event(RunEvent("message", text=line.split("[datawheel]", 1)[1].strip()))
+
+    def _first(self, match: Callable[[StepTiming], bool]) -> StepTiming | None:
+        return next((s for s in self.steps if match(s)), None)
+
+    def close_run(self, succeeded: bool) -> None:
+        """Tasks kfp.local started but never reported finished (it can skip the end line of
+        concurrent loop iterations) take the run's outcome."""
+        for step in self.steps:
+            if step.status == "RUNNING":
+                step.status = "SUCCESS" if succeeded else "UNKNOWN"
 
 
 class _Pipeline(Protocol):
@@ -113,13 +133,23 @@ class _Pipeline(Protocol):
 
 
 class LocalRunner:
-    """Run pipelines in this Python environment through kfp.local."""
+    """Run pipelines in this Python environment through kfp.local.
+
+    ``concurrent_steps`` is how many steps may run at once (a sweep's trains do): the
+    cores are divided among them through ``OMP_NUM_THREADS`` unless it is already set,
+    because oversubscribed OpenMP threads slow every step down several times over.
+    """
 
     def __init__(
-        self, pipeline_root: str | Path, *, on_event: Callable[[RunEvent], None] = lambda e: None
+        self,
+        pipeline_root: str | Path,
+        *,
+        on_event: Callable[[RunEvent], None] = lambda e: None,
+        concurrent_steps: int = 1,
     ) -> None:
         self.pipeline_root = Path(pipeline_root).resolve()
         self.on_event = on_event
+        self.threads_per_step = max(1, (os.cpu_count() or 1) // max(1, concurrent_steps))
 
     def run(self, pipeline: _Pipeline, arguments: Mapping[str, Any]) -> RunResult:
         from kfp import local
@@ -133,13 +163,15 @@ class LocalRunner:
         fd, log_name = tempfile.mkstemp(prefix="run-", suffix=".log", dir=self.pipeline_root)
         os.close(fd)
         errors = Path(log_name).with_suffix(".errors")
-        old_error_env = os.environ.get(ERROR_FILE_ENV)
-        os.environ[ERROR_FILE_ENV] = str(errors)
+        env = {
+            ERROR_FILE_ENV: str(errors),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(self.threads_per_step)),
+        }
         start = time.perf_counter()
         status, error = "SUCCEEDED", None
         summary: dict[str, Any] = {}
-        with open(log_name, "w", encoding="utf-8") as log:
-            tap = _Tap(log, self.on_event)  # type: ignore[arg-type]
+        with open(log_name, "w", encoding="utf-8") as log, _environ(env):
+            tap = LogTap(log, self.on_event)  # type: ignore[arg-type]
             try:
                 with contextlib.redirect_stdout(tap), contextlib.redirect_stderr(tap):
                     task = pipeline(**arguments)
@@ -147,15 +179,26 @@ class LocalRunner:
             except Exception as exc:  # kfp.local raises RuntimeError for a failed task
                 status = "FAILED"
                 error = _first_error(errors) or f"{type(exc).__name__}: {exc}"
-            finally:
-                if old_error_env is None:
-                    os.environ.pop(ERROR_FILE_ENV, None)
-                else:
-                    os.environ[ERROR_FILE_ENV] = old_error_env
+        tap.close_run(status == "SUCCEEDED")
         errors.unlink(missing_ok=True)
         return RunResult(
             status, time.perf_counter() - start, tap.steps, Path(log_name), summary, error
         )
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Set environment variables (inherited by the step processes) for a block."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
 
 
 def _first_error(path: Path) -> str | None:

@@ -10,6 +10,8 @@ from datawheel.components.training import lr_grid, pick_best, train
 from kfp import dsl
 from kfp.dsl import Model
 
+SWEEP_PARALLELISM = 4  # sweep trials trained at once
+
 
 @dsl.pipeline(
     name="datawheel-training",
@@ -46,7 +48,7 @@ def training(
         split_seed=split_seed,
     ).after(checked)
     grid = lr_grid(learning_rate=learning_rate, sweep_learning_rates=sweep_learning_rates)
-    with dsl.ParallelFor(grid.output, parallelism=4) as lr:
+    with dsl.ParallelFor(grid.output, parallelism=SWEEP_PARALLELISM) as lr:
         trained = train(
             splits=splits.outputs["splits"],
             model_kind=model_kind,

@@ -14,6 +14,7 @@ from rich.table import Table
 from datawheel.errors import DatawheelError
 from datawheel.params import defaults, parse_params
 from datawheel.pipelines import PIPELINES
+from datawheel.pipelines.training import SWEEP_PARALLELISM
 from datawheel.preflight import check_training
 from datawheel.runner import LocalRunner, RunEvent, RunResult
 from datawheel.steps import lr_grid
@@ -77,7 +78,10 @@ def run(
             else:
                 progress.console.print(f"  [dim]{event.text}[/dim]", highlight=False)
 
-        result = LocalRunner(pipeline_root, on_event=on_event).run(func, args)
+        runner = LocalRunner(
+            pipeline_root, on_event=on_event, concurrent_steps=min(n_rates, SWEEP_PARALLELISM)
+        )
+        result = runner.run(func, args)
     if as_json:
         click.echo(json.dumps(_as_dict(result), indent=2, sort_keys=True))
     else:
@@ -101,7 +105,7 @@ def _as_dict(result: RunResult) -> dict[str, Any]:
                 {
                     "task": s.task,
                     "status": s.status,
-                    "wall_seconds": round(s.wall_seconds, 3),
+                    "wall_seconds": None if s.wall_seconds is None else round(s.wall_seconds, 3),
                     "body_seconds": s.body_seconds,
                 }
                 for s in result.steps
@@ -135,7 +139,8 @@ def _print_summary(console: Console, result: RunResult) -> None:
         steps.add_column(col, justify="right" if col != "step" else "left")
     for st in result.steps:
         body = f"{st.body_seconds:.2f}" if st.body_seconds is not None else "-"
-        steps.add_row(st.task, f"{st.wall_seconds:.2f}", body)
+        wall = f"{st.wall_seconds:.2f}" if st.wall_seconds is not None else "-"
+        steps.add_row(st.task, wall, body)
     steps.add_row("[bold]total[/bold]", f"{result.wall_seconds:.2f}", f"{result.body_seconds:.2f}")
     out.print(steps)
     out.print(
