@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STORE ?= .datawheel/demo
 DEMO_EPOCHS ?= 40
 
-.PHONY: setup demo test lint compile check-compiled bench clean
+.PHONY: setup demo test lint compile bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy datawheel components pipelines benchmarks
+	MYPYPATH=tests $(BIN)/mypy tests
 
 compile: setup
 	$(BIN)/datawheel compile

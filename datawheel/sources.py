@@ -33,13 +33,16 @@ class Loaded:
 
 
 def load_source(source: str, *, label: str = "label", image_size: int = 16) -> Loaded:
-    """Load ``source``: ``digits``, a CSV/Parquet path or ``file://``/``s3://`` URI, or a folder."""
+    """Load ``source``: ``digits``; a CSV/Parquet path or ``file://``, ``s3://``, ``http(s)://``
+    URI; or an image folder with one subfolder per class."""
     if not source:
         raise DatawheelError("no source given", "pass --param source=digits or a CSV/Parquet path")
     if source in BUILTIN_SOURCES or source == "builtin:digits":
         return _load_digits()
     if source.startswith("s3://"):
         return _load_table_bytes(_read_s3(source), source, label)
+    if source.startswith(("http://", "https://")):
+        return _load_table_bytes(_read_http(source), source, label)
     path = Path(source[len("file://") :] if source.startswith("file://") else source).expanduser()
     if path.is_dir():
         return _load_image_folder(path, image_size)
@@ -74,6 +77,25 @@ def _read_s3(uri: str) -> bytes:
         raise DatawheelError(f"S3 source {uri!r} names no object", "use s3://BUCKET/KEY.csv")
     bucket, key = bucket_and_key.split("/", 1)
     return S3Store.from_uri(f"s3://{bucket}").get_bytes(key)
+
+
+def _read_http(url: str) -> bytes:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=30) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as exc:
+        raise DatawheelError(
+            f"source {url!r} answered HTTP {exc.code}", "check the URL and that the file exists"
+        ) from exc
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DatawheelError(
+            f"cannot fetch source {url!r} ({reason})", "check the URL and the network"
+        ) from exc
 
 
 def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:

@@ -37,9 +37,11 @@ def _trained(kind: str) -> tuple[Classifier, np.ndarray, np.ndarray, np.ndarray]
     return result.model, mean, std, Xv
 
 
-def _eager_on_raw(model: Classifier, mean: np.ndarray, std: np.ndarray, raw: np.ndarray):
+def _eager_on_raw(
+    model: Classifier, mean: np.ndarray, std: np.ndarray, raw: np.ndarray
+) -> np.ndarray:
     with torch.no_grad():
-        return model(torch.from_numpy((raw - mean) / std)).numpy()
+        return np.asarray(model(torch.from_numpy((raw - mean) / std)).numpy())
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])

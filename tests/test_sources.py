@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -214,3 +215,41 @@ def test_unreadable_image(tmp_path: Path) -> None:
     with pytest.raises(DatawheelError, match="cannot read image") as info:
         load_source(str(root))
     assert "broken.png" in str(info.value)
+
+
+def _digits_csv_bytes(rows: int = 40) -> bytes:
+    frame = load_source("digits").frame.head(rows)
+    return frame.to_csv(index=False).encode()
+
+
+def test_s3_uri_source(s3_env: Any) -> None:
+    from datawheel.s3 import S3Store
+
+    S3Store.from_uri(f"s3://{s3_env.bucket}").put_bytes("raw/digits.csv", _digits_csv_bytes())
+    loaded = load_source(f"s3://{s3_env.bucket}/raw/digits.csv")
+    assert len(loaded.frame) == 40 and loaded.frame.shape[1] == 65
+    with pytest.raises(DatawheelError, match="no object"):
+        load_source(f"s3://{s3_env.bucket}/raw/missing.csv")
+
+
+def test_http_uri_source(tmp_path: Path) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    (tmp_path / "digits.csv").write_bytes(_digits_csv_bytes(25))
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        assert len(load_source(f"{base}/digits.csv").frame) == 25
+        with pytest.raises(DatawheelError, match="HTTP 404"):
+            load_source(f"{base}/nope.csv")
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -14,6 +14,7 @@ from digits_data import normalized_split
 
 import datawheel.train as train_mod
 from datawheel.errors import DatawheelError
+from datawheel.models import build_model
 from datawheel.train import FitResult, TrainConfig, fit, pick_device, predict_logits
 
 IMAGE = (1, 8, 8)
@@ -270,7 +271,7 @@ def test_bf16_autocast_path_trains() -> None:
     # fit takes this path only on CUDA; CPU autocast runs the same code here.
     Xt, yt, Xv, _ = _digits()
     torch.manual_seed(0)
-    model = train_mod.build_model("mlp", 64, 10, None, hidden=64)
+    model = build_model("mlp", 64, 10, None, hidden=64)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x, y = torch.from_numpy(Xt), torch.from_numpy(yt)
     losses = [
