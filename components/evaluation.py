@@ -3,7 +3,16 @@
 from typing import NamedTuple
 
 from kfp import dsl
-from kfp.dsl import ClassificationMetrics, Dataset, Input, Markdown, Metrics, Model, Output
+from kfp.dsl import (
+    HTML,
+    ClassificationMetrics,
+    Dataset,
+    Input,
+    Markdown,
+    Metrics,
+    Model,
+    Output,
+)
 
 from datawheel.images import CPU_IMAGE
 
@@ -20,8 +29,9 @@ def evaluate(
     metrics: Output[Metrics],
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
+    html_report: Output[HTML],
 ) -> NamedTuple("EvaluateOutputs", [("decision", str), ("evaluation", str)]):
-    """Test metrics, confusion matrix, and promote/reject against the champion."""
+    """Test metrics, confusion matrix, HTML report, and promote/reject against the champion."""
     import json
     from collections import namedtuple
 
@@ -37,6 +47,7 @@ def evaluate(
         report.path,
         metrics,
         seed=seed,
+        html_path=html_report.path,
     )
     classification.log_confusion_matrix(ev["classes"], ev["confusion"])
     return namedtuple("EvaluateOutputs", ["decision", "evaluation"])(ev["decision"], json.dumps(ev))

@@ -1,7 +1,7 @@
 """Registry component: register a model version and point an alias at it."""
 
 from kfp import dsl
-from kfp.dsl import Input, Model
+from kfp.dsl import HTML, Input, Model
 
 from datawheel.images import CPU_IMAGE
 
@@ -15,10 +15,18 @@ def register(
     evaluation: str,
     alias: str,
     model: Input[Model],
+    report: Input[HTML],
 ) -> str:
-    """Register the model with its card and metrics; returns the run summary as JSON."""
+    """Register the model with its card, metrics and HTML report; returns the run summary."""
     from datawheel.steps import register_step
 
     return register_step(
-        store, model_name, model.path, dataset_name, dataset_version, evaluation, alias
+        store,
+        model_name,
+        model.path,
+        dataset_name,
+        dataset_version,
+        evaluation,
+        alias,
+        report_path=report.path,
     )

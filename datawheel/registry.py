@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from datawheel.store import (
     delete_quietly,
     get_json,
     put_json,
+    validate_key,
     validate_name,
 )
 
@@ -114,17 +116,20 @@ def register(
     *,
     card: dict[str, Any],
     alias: str | None = None,
+    extra_files: Mapping[str, Path] | None = None,
 ) -> ModelVersion:
-    """Upload every file in ``model_dir`` as the next version; card last; then the alias."""
+    """Upload every file in ``model_dir`` (plus ``extra_files``, stored under the given names)
+    as the next version; the card last; then the alias."""
     validate_name(name, "model name")
     src = Path(model_dir)
-    files = sorted(p for p in src.iterdir() if p.is_file() and p.name != "card.json")
-    if not any(p.name == "model.ts" for p in files):
+    uploads = {p.name: p for p in sorted(src.iterdir()) if p.is_file() and p.name != "card.json"}
+    uploads.update({validate_key(k): Path(v) for k, v in (extra_files or {}).items()})
+    if "model.ts" not in uploads:
         raise DatawheelError(f"{src} has no model.ts", "export the model before registering it")
     existing = list_versions(store, name)
     version = f"v{(_version_num(existing[-1].version) if existing else 0) + 1}"
     prefix = f"models/{name}/versions/{version}"
-    checksums = {p.name: _sha256(p) for p in files}
+    checksums = {fname: _sha256(path) for fname, path in uploads.items()}
     full = {
         **card,
         "name": name,
@@ -136,9 +141,9 @@ def register(
     }
     written: list[str] = []
     try:
-        for p in files:
-            store.put_file(f"{prefix}/{p.name}", p)
-            written.append(f"{prefix}/{p.name}")
+        for fname, path in uploads.items():
+            store.put_file(f"{prefix}/{fname}", path)
+            written.append(f"{prefix}/{fname}")
         put_json(store, f"{prefix}/card.json", full)
     except BaseException:
         delete_quietly(store, written)

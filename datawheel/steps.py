@@ -282,8 +282,13 @@ def evaluate_step(
     report_path: str,
     metrics: MetricsSink,
     seed: int = 0,
+    html_path: str = "",
 ) -> dict[str, Any]:
-    """Score the challenger (float and int8) and compare it with the champion on the test rows."""
+    """Score the challenger (float and int8) and compare it with the champion on the test rows.
+
+    Writes the Markdown report to ``report_path`` and, when ``html_path`` is given, the
+    HTML report with training curves and the confusion matrix.
+    """
     model_name = model_name or dataset
     from datawheel.evaluate import (
         Evaluation,
@@ -308,6 +313,21 @@ def evaluate_step(
         classes, scores, per_class, confusion, comparison, extra={"int8_accuracy": int8_acc}
     )
     Path(report_path).write_text(report_markdown(ev, model=model_name, dataset=dataset))
+    if html_path:
+        from datawheel.report import evaluation_html
+
+        history = json.loads(Path(model_dir, "train.json").read_text()).get("history", [])
+        page = evaluation_html(
+            model=model_name,
+            dataset=dataset,
+            decision=comparison.decision,
+            reason=comparison.reason,
+            metrics={**scores, **ev.extra},
+            history=history,
+            classes=classes,
+            confusion=confusion,
+        )
+        Path(html_path).write_text(page)
     for name, value in {**scores, **ev.extra}.items():
         metrics.log_metric(name, value)
     log(
@@ -347,8 +367,12 @@ def register_step(
     dataset_version: str,
     evaluation: str,
     alias: str,
+    report_path: str = "",
 ) -> str:
-    """Register the model with its card and point ``alias`` at it; a JSON summary out."""
+    """Register the model (with its HTML report, if any) and point ``alias`` at it.
+
+    Returns the run summary as JSON.
+    """
     model_name = model_name or dataset
     ev = json.loads(evaluation)
     train = json.loads(Path(model_dir, "train.json").read_text())
@@ -368,7 +392,9 @@ def register_step(
         "reason": ev["reason"],
     }
     st = open_store(store)
-    mv = registry.register(st, model_name, model_dir, card=card)
+    report = Path(report_path) if report_path else None
+    extra = {"report.html": report} if report and report.is_file() else {}
+    mv = registry.register(st, model_name, model_dir, card=card, extra_files=extra)
     registry.promote(st, model_name, mv.version, alias=alias, reason=ev["reason"])
     log(f"registered {model_name}:{mv.version} as {alias}")
     summary = {
@@ -381,5 +407,15 @@ def register_step(
         "reason": ev["reason"],
         "champion_version": ev.get("champion_version"),
         "metrics": metrics,
+        "report": _report_location(st, f"models/{model_name}/versions/{mv.version}/report.html")
+        if extra
+        else None,
     }
     return json.dumps(summary, sort_keys=True)
+
+
+def _report_location(st: Any, key: str) -> str:
+    """A path a person can open for a local store, else the store URI of the report."""
+    from datawheel.store import LocalStore
+
+    return str(st.root / key) if isinstance(st, LocalStore) else f"{st.uri.rstrip('/')}/{key}"

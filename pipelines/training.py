@@ -82,6 +82,7 @@ def training(
             evaluation=scored.outputs["evaluation"],
             alias="champion",
             model=chosen.output,
+            report=scored.outputs["html_report"],
         )
     with dsl.Else(name="reject"):
         challenger = register(
@@ -92,5 +93,6 @@ def training(
             evaluation=scored.outputs["evaluation"],
             alias="challenger",
             model=chosen.output,
+            report=scored.outputs["html_report"],
         )
     return dsl.OneOf(champion.output, challenger.output)

@@ -27,6 +27,9 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     assert s1["champion_version"] is None
     assert s1["metrics"]["test_accuracy"] > 0.85
     assert 0 <= s1["metrics"]["test_int8_accuracy"] <= 1
+    report = Path(s1["report"])
+    assert report.is_file() and report.read_text().count("data:image/png;base64,") == 2
+    assert "promote" in report.read_text()
     assert "epoch 1/6" in first["progress"] and "registered digits:v1" in first["progress"]
     tasks = _tasks(first)
     for step in ("ingest", "validate", "prep", "train", "evaluate", "register"):
@@ -50,7 +53,9 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     card = registry.resolve(st, "digits", "v2").card
     assert card["dataset_version"] == s1["dataset_version"]
     assert card["checksum"] == card["files"]["model.ts"]
-    assert {"model.ts", "model_int8.ts", "model.pt", "transform.json"} <= set(card["files"])
+    assert {"model.ts", "model_int8.ts", "model.pt", "transform.json", "report.html"} <= set(
+        card["files"]
+    )
 
     listed = datawheel("models", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout

@@ -238,6 +238,7 @@ def test_http_uri_source(tmp_path: Path) -> None:
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     (tmp_path / "digits.csv").write_bytes(_digits_csv_bytes(25))
+
     class Quiet(SimpleHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:
             pass

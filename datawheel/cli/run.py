@@ -123,6 +123,8 @@ def _print_summary(console: Console, result: RunResult) -> None:
         table.add_row("dataset", f"{s['dataset']}@{s['dataset_version']}")
         table.add_row("model", f"{s['model']}:{s['model_version']} ({s['alias']})")
         table.add_row("decision", f"[bold]{s['decision']}[/bold]: {s['reason']}")
+        if s.get("report"):
+            table.add_row("report", s["report"])
         for key in (
             "test_accuracy",
             "test_macro_f1",

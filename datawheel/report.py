@@ -1,0 +1,111 @@
+"""The evaluation as one self-contained HTML page: metrics, decision, curves, confusion matrix.
+
+Plots are drawn with matplotlib (Agg, no display) and embedded as base64 PNGs, so the
+page renders in the KFP UI's HTML viewer and opens straight from the store.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["confusion_png", "evaluation_html", "training_curves_png"]
+
+
+def _png(fig: Any) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def training_curves_png(history: Sequence[dict[str, float]]) -> bytes:
+    """Loss (train and validation) and validation accuracy per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.2))
+    loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
+    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    loss_ax.set(title="loss", xlabel="epoch")
+    loss_ax.legend()
+    acc_ax.plot(epochs, [h["val_accuracy"] for h in history], color="tab:green")
+    acc_ax.set(title="validation accuracy", xlabel="epoch")
+    return _png(fig)
+
+
+def confusion_png(classes: Sequence[str], matrix: Sequence[Sequence[int]]) -> bytes:
+    """A heatmap of the confusion matrix with counts in the cells."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    m = np.asarray(matrix)
+    size = max(3.5, 0.45 * len(classes) + 1.5)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ax.imshow(m, cmap="Blues")
+    ax.set(
+        xticks=range(len(classes)),
+        yticks=range(len(classes)),
+        xlabel="predicted",
+        ylabel="true",
+        title="confusion matrix",
+    )
+    ax.set_xticklabels(classes, rotation=45 if len(classes) > 10 else 0)
+    ax.set_yticklabels(classes)
+    threshold = m.max() / 2 if m.size else 0
+    for (i, j), v in np.ndenumerate(m):
+        ax.text(
+            j,
+            i,
+            str(v),
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if v > threshold else "black",
+        )
+    return _png(fig)
+
+
+def _img(png: bytes, alt: str) -> str:
+    return f'<img alt="{alt}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+
+
+def evaluation_html(
+    *,
+    model: str,
+    dataset: str,
+    decision: str,
+    reason: str,
+    metrics: dict[str, float],
+    history: Sequence[dict[str, float]],
+    classes: Sequence[str],
+    confusion: Sequence[Sequence[int]],
+) -> str:
+    """The whole report page."""
+    rows = "".join(
+        f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items()
+    )
+    curves = _img(training_curves_png(history), "training curves") if history else ""
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{html.escape(model)}: {decision}</title>
+<style>body{{font-family:sans-serif;margin:1.5em;max-width:60em}}
+td{{padding:.2em .8em;border-bottom:1px solid #ddd}}
+.promote{{color:#0a7d28}}.reject{{color:#b3261e}}</style></head>
+<body><h1>Evaluation of {html.escape(model)}: <span class="{decision}">{decision}</span></h1>
+<p>Dataset <code>{html.escape(dataset)}</code>. {html.escape(reason)}.</p>
+<h2>Test metrics</h2><table>{rows}</table>
+<h2>Training</h2>{curves}
+<h2>Confusion matrix</h2>{_img(confusion_png(classes, confusion), "confusion matrix")}
+</body></html>
+"""
