@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import re
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,12 +234,17 @@ def rollback(store: Store, name: str, *, alias: str = "champion") -> dict[str, A
     return record
 
 
-def fetch(store: Store, model: ModelVersion, dest: str | Path) -> Path:
-    """Download a version's files into ``dest`` and verify every checksum."""
+def fetch(
+    store: Store, model: ModelVersion, dest: str | Path, *, only: Iterable[str] | None = None
+) -> Path:
+    """Download a version's files (or just those named in ``only``) into ``dest`` and
+    verify every checksum."""
     out = Path(dest)
     out.mkdir(parents=True, exist_ok=True)
     prefix = f"models/{model.name}/versions/{model.version}"
-    for fname, digest in model.card["files"].items():
+    files: dict[str, str] = model.card["files"]
+    wanted = files if only is None else {f: files[f] for f in only if f in files}
+    for fname, digest in wanted.items():
         target = out / fname
         store.get_file(f"{prefix}/{fname}", target)
         if _sha256(target) != digest:

@@ -10,7 +10,7 @@ import sys
 import click
 
 from datawheel.cli import compile as compile_cmd
-from datawheel.cli import datasets, models, run, submit
+from datawheel.cli import datasets, models, run, serve, submit
 from datawheel.errors import DatawheelError
 
 __all__ = ["cli", "main"]
@@ -24,6 +24,7 @@ def cli() -> None:
 
 cli.add_command(run.run)
 cli.add_command(submit.submit)
+cli.add_command(serve.serve)
 cli.add_command(compile_cmd.compile_)
 cli.add_command(datasets.datasets)
 cli.add_command(models.models)

@@ -1,0 +1,97 @@
+"""``datawheel serve``: serve a registered model on the Open Inference Protocol v2."""
+
+from __future__ import annotations
+
+import click
+
+from datawheel.serving.app import Limits
+from datawheel.serving.server import ServeConfig, run
+
+
+@click.command()
+@click.option(
+    "--model",
+    "model",
+    required=True,
+    metavar="NAME[@alias|:version]",
+    help="Registered model; NAME alone means NAME@champion. An alias is followed: "
+    "when it moves, the server hot-swaps to the new version.",
+)
+@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--max-batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows coalesced into one model call.",
+)
+@click.option(
+    "--max-latency-ms",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Longest a row waits for others to join its batch (only while more "
+    "requests are arriving).",
+)
+@click.option(
+    "--max-body-bytes", default=4 * 1024 * 1024, show_default=True, type=click.IntRange(1)
+)
+@click.option(
+    "--max-rows",
+    default=1024,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Most rows in one request.",
+)
+@click.option(
+    "--spool-dir",
+    default="",
+    help="Ledger write-ahead log and spool "
+    "(default $DATAWHEEL_SPOOL_DIR or .datawheel/spool/NAME).",
+)
+@click.option("--ledger-flush-seconds", default=2.0, show_default=True, type=click.FloatRange(0.05))
+@click.option(
+    "--poll-seconds",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="How often the alias is checked for a new version.",
+)
+@click.option(
+    "--fsync",
+    is_flag=True,
+    help="fsync the ledger log before answering (survives power loss, not only a process kill).",
+)
+def serve(
+    model: str,
+    store: str | None,
+    host: str,
+    port: int,
+    max_batch_size: int,
+    max_latency_ms: float,
+    max_body_bytes: int,
+    max_rows: int,
+    spool_dir: str,
+    ledger_flush_seconds: float,
+    poll_seconds: float,
+    fsync: bool,
+) -> None:
+    """Serve MODEL until SIGTERM. Set $DATAWHEEL_SERVE_TOKEN to require a bearer token on
+    infer and feedback (health and /metrics stay open)."""
+    run(
+        ServeConfig(
+            model=model,
+            store=store,
+            host=host,
+            port=port,
+            max_batch_size=max_batch_size,
+            max_latency_ms=max_latency_ms,
+            limits=Limits(max_body_bytes=max_body_bytes, max_rows=max_rows),
+            spool_dir=spool_dir,
+            ledger_flush_seconds=ledger_flush_seconds,
+            poll_seconds=poll_seconds,
+            fsync=fsync,
+        )
+    )

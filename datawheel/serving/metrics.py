@@ -1,0 +1,107 @@
+"""The server's Prometheus metrics, named by Prometheus conventions.
+
+The registry is injected (``registry=...``) so every server, and every test, owns a
+fresh one. Exported names (all prefixed ``datawheel_``):
+
+========================================  =========  ==================================
+requests_total{model,version,endpoint,code}  counter   every HTTP request, by status code
+request_duration_seconds{model,endpoint}     histogram request latency
+requests_in_flight{model}                    gauge     requests being handled now
+inference_batch_rows{model}                  histogram rows per coalesced model call
+predictions_total{model,version,class}       counter   predicted classes
+feedback_total{model,version,outcome}        counter   labels received (correct/incorrect)
+live_accuracy_ratio{model,version}           gauge     accuracy over labelled feedback
+model_load_seconds{model,version}            gauge     fetch + verify + load + warm-up time
+model_info{model,version,checksum}           gauge     1 for the version being served
+model_load_failures_total{model}             counter   versions refused (corrupt/unloadable)
+model_swaps_total{model}                     counter   hot swaps to a new version
+ledger_backlog_records{model}                gauge     ledger records not yet in the store
+========================================  =========  ==================================
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+__all__ = ["ServingMetrics"]
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+_ROW_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServingMetrics:
+    def __init__(self, model: str, registry: CollectorRegistry | None = None) -> None:
+        self.model = model
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        p = "datawheel_"
+        self.requests = Counter(
+            p + "requests",
+            "HTTP requests handled",
+            ["model", "version", "endpoint", "code"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            p + "request_duration_seconds",
+            "HTTP request latency",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            p + "requests_in_flight", "Requests being handled", ["model"], registry=r
+        )
+        self.batch_rows = Histogram(
+            p + "inference_batch_rows",
+            "Rows per coalesced model call",
+            ["model"],
+            buckets=_ROW_BUCKETS,
+            registry=r,
+        )
+        self.predictions = Counter(
+            p + "predictions", "Predicted classes", ["model", "version", "class"], registry=r
+        )
+        self.feedback = Counter(
+            p + "feedback", "Feedback labels received", ["model", "version", "outcome"], registry=r
+        )
+        self.live_accuracy = Gauge(
+            p + "live_accuracy_ratio",
+            "Accuracy over labelled feedback",
+            ["model", "version"],
+            registry=r,
+        )
+        self.load_seconds = Gauge(
+            p + "model_load_seconds",
+            "Model fetch+verify+load+warm-up",
+            ["model", "version"],
+            registry=r,
+        )
+        self.info = Gauge(
+            p + "model_info",
+            "The version being served (value 1)",
+            ["model", "version", "checksum"],
+            registry=r,
+        )
+        self.load_failures = Counter(
+            p + "model_load_failures", "Model versions refused", ["model"], registry=r
+        )
+        self.swaps = Counter(p + "model_swaps", "Hot swaps to a new version", ["model"], registry=r)
+        self.ledger_backlog = Gauge(
+            p + "ledger_backlog_records",
+            "Ledger records not yet in the store",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight.labels(model)
+        self.load_failures.labels(model)
+        self.swaps.labels(model)
+        self.ledger_backlog.labels(model)
+        self._served: tuple[str, str] | None = None
+
+    def serving(self, version: str, checksum: str, load_seconds: float) -> None:
+        """Mark ``version`` as the one served (and the previous one as not)."""
+        if self._served is not None:
+            self.info.remove(self.model, *self._served)
+        self._served = (version, checksum)
+        self.info.labels(self.model, version, checksum).set(1)
+        self.load_seconds.labels(self.model, version).set(load_seconds)

@@ -1,0 +1,76 @@
+"""A served model: an exported TorchScript version from the registry, checksum-verified.
+
+Only ``model.ts`` and ``transform.json`` are needed: no training code. ``predict``
+returns class probabilities for raw feature rows (the transform is inside the model).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from datawheel import registry
+from datawheel.export import load_exported
+from datawheel.store import Store
+from datawheel.transform import Transform
+
+__all__ = ["ServedModel", "load_served"]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    name: str
+    version: str
+    checksum: str
+    classes: list[str]
+    n_features: int
+    module: Any  # torch.jit.ScriptModule
+    load_seconds: float
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 [n, n_classes], for raw float32 rows [n, n_features]."""
+        with torch.inference_mode():
+            logits: torch.Tensor = self.module(torch.from_numpy(rows))
+            return np.asarray(torch.softmax(logits.float(), dim=1).numpy())
+
+    def labels(self, probabilities: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in probabilities.argmax(axis=1)]
+
+
+def load_served(
+    store: Store, name: str, ref: str = "champion", *, warmup_rows: int = 64
+) -> ServedModel:
+    """Resolve ``ref`` (alias or ``vN``), fetch with checksum verification, load, warm up."""
+    start = time.perf_counter()
+    mv = registry.resolve(store, name, ref)
+    with tempfile.TemporaryDirectory(prefix="datawheel-serve-") as tmp:
+        registry.fetch(store, mv, tmp, only=("model.ts", "transform.json"))
+        module = load_exported(Path(tmp, "model.ts"))
+        transform = Transform.load(Path(tmp, "transform.json"))
+    model = ServedModel(
+        name,
+        mv.version,
+        str(mv.card["checksum"]),
+        list(transform.classes),
+        transform.n_features,
+        module,
+        0.0,
+    )
+    rng = np.random.default_rng(0)
+    for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
+        model.predict(rng.normal(size=(n, model.n_features)).astype(np.float32))
+    return ServedModel(
+        model.name,
+        model.version,
+        model.checksum,
+        model.classes,
+        model.n_features,
+        module,
+        time.perf_counter() - start,
+    )

@@ -1,0 +1,241 @@
+"""The Open Inference Protocol v2 (KServe v2 REST) on the wire: parse, validate, respond.
+
+Pure functions, no I/O. Supports JSON tensors and Triton's binary-tensor extension
+(``Inference-Header-Content-Length``), which ``tritonclient.http`` uses by default.
+Every client mistake raises :class:`ProtocolError` with a 4xx status and a message.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+
+__all__ = [
+    "InferRequest",
+    "ProtocolError",
+    "encode_infer_response",
+    "error_body",
+    "parse_infer_request",
+]
+
+_NUMERIC: dict[str, np.dtype[Any]] = {
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
+    "INT8": np.dtype("i1"),
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "UINT8": np.dtype("u1"),
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+}
+_HEADER = "inference-header-content-length"
+
+
+class ProtocolError(Exception):
+    """A bad request: ``status`` is 400, 404, 413 or 422."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class InferRequest:
+    rows: np.ndarray  # float32 [n, n_features]
+    id: str | None = None
+    outputs: list[str] = field(default_factory=list)  # empty: all outputs
+    binary_outputs: set[str] = field(default_factory=set)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})
+
+
+def _split_binary(body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes]:
+    raw = headers.get(_HEADER)
+    if raw is None:
+        return body, b""
+    try:
+        size = int(raw)
+    except ValueError:
+        raise ProtocolError(400, f"{_HEADER} must be an integer, got {raw!r}") from None
+    if not 0 <= size <= len(body):
+        raise ProtocolError(400, f"{_HEADER}={size} does not fit a {len(body)}-byte body")
+    return body[:size], body[size:]
+
+
+def _flatten(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        raise ProtocolError(400, "input 'data' must be a (possibly nested) list of numbers")
+    if data and isinstance(data[0], list):
+        flat: list[Any] = []
+        for item in data:
+            flat.extend(_flatten(item) if isinstance(item, list) else [item])
+        return flat
+    return data
+
+
+def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+    datatype = spec.get("datatype")
+    if not isinstance(datatype, str):
+        raise ProtocolError(400, "input 'datatype' is required, e.g. \"FP32\"")
+    dtype = _NUMERIC.get(datatype)
+    if dtype is None:
+        raise ProtocolError(
+            422,
+            f"datatype {datatype!r} is not supported; send FP32 "
+            f"(or another numeric type: {', '.join(_NUMERIC)})",
+        )
+    shape = spec.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > 2
+        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
+    ):
+        raise ProtocolError(
+            400, "input 'shape' must be [rows, features] or [features] with non-negative integers"
+        )
+    count = math.prod(shape)
+    params = spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(400, "input 'parameters' must be an object")
+    size = params.get("binary_data_size")
+    if size is not None:
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise ProtocolError(400, "binary_data_size does not match the binary payload")
+        if size != count * dtype.itemsize:
+            raise ProtocolError(
+                400,
+                f"binary_data_size {size} != {count} x {dtype.itemsize} "
+                f"bytes for shape {shape} {datatype}",
+            )
+        array = np.frombuffer(binary[offset : offset + size], dtype=dtype)
+        offset += size
+    else:
+        flat = _flatten(spec.get("data"))
+        if len(flat) != count:
+            raise ProtocolError(
+                400, f"input has {len(flat)} values but shape {shape} needs {count}"
+            )
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
+            raise ProtocolError(400, "input 'data' must hold only numbers")
+        try:
+            array = np.asarray(flat, dtype=np.float64)
+        except (OverflowError, ValueError):
+            raise ProtocolError(400, "input 'data' has numbers out of range") from None
+    rows = array.astype(np.float32, copy=False).reshape(shape if len(shape) == 2 else [1, -1])
+    if np.isinf(rows).any():  # NaN is a missing value the model imputes; infinity is not
+        raise ProtocolError(422, "input has infinite values")
+    return rows, offset
+
+
+def parse_infer_request(
+    body: bytes, headers: dict[str, str], *, n_features: int, max_rows: int
+) -> InferRequest:
+    """Parse and validate an infer request for a model with ``n_features`` inputs."""
+    head, binary = _split_binary(body, headers)
+    try:
+        doc = orjson.loads(head)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise ProtocolError(400, "body must be a JSON object with an 'inputs' list")
+    inputs = doc.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ProtocolError(400, "'inputs' must be a list with exactly one tensor object")
+    rows, used = _tensor(inputs[0], memoryview(binary), 0)
+    if used != len(binary):
+        raise ProtocolError(400, f"{len(binary) - used} bytes of binary payload are unused")
+    if rows.shape[1] != n_features:
+        raise ProtocolError(
+            422, f"the model takes {n_features} features per row; got shape {list(rows.shape)}"
+        )
+    if rows.shape[0] == 0:
+        raise ProtocolError(422, "the input has no rows")
+    if rows.shape[0] > max_rows:
+        raise ProtocolError(
+            413, f"{rows.shape[0]} rows exceed the limit of {max_rows} per request; split the batch"
+        )
+    request_id = doc.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise ProtocolError(400, "'id' must be a string")
+    params = doc.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(400, "'parameters' must be an object")
+    req = InferRequest(rows=rows, id=request_id)
+    all_binary = params.get("binary_data_output") is True
+    for out in doc.get("outputs") or []:
+        name = out.get("name") if isinstance(out, dict) else None
+        if name not in ("label", "probabilities"):
+            raise ProtocolError(
+                400, f"unknown output {name!r}; outputs are 'label' and 'probabilities'"
+            )
+        req.outputs.append(name)
+        out_params = out.get("parameters") or {}
+        if isinstance(out_params, dict) and out_params.get("binary_data") is True:
+            req.binary_outputs.add(name)
+    if all_binary:
+        req.binary_outputs |= set(req.outputs or ("label", "probabilities"))
+    return req
+
+
+def _bytes_tensor(values: list[str]) -> bytes:
+    parts = []
+    for v in values:
+        raw = v.encode()
+        parts.append(struct.pack("<I", len(raw)) + raw)
+    return b"".join(parts)
+
+
+def encode_infer_response(
+    req: InferRequest,
+    *,
+    model: str,
+    version: str,
+    labels: list[str],
+    probabilities: np.ndarray,
+    prediction_ids: list[str],
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and extra headers (the binary header when binary outputs go back)."""
+    n, k = probabilities.shape
+    wanted = req.outputs or ["label", "probabilities"]
+    outputs: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in wanted:
+        spec: dict[str, Any]
+        if name == "label":
+            spec = {"name": "label", "datatype": "BYTES", "shape": [n]}
+            blob = _bytes_tensor(labels) if name in req.binary_outputs else None
+            data: Any = labels
+        else:
+            spec = {"name": "probabilities", "datatype": "FP32", "shape": [n, k]}
+            probs = np.ascontiguousarray(probabilities, dtype="<f4")
+            blob = probs.tobytes() if name in req.binary_outputs else None
+            data = probs.reshape(-1)
+        if blob is not None:
+            spec["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            spec["data"] = data
+        outputs.append(spec)
+    doc = {
+        "model_name": model,
+        "model_version": version,
+        "id": req.id if req.id is not None else prediction_ids[0],
+        "parameters": {"prediction_ids": prediction_ids},
+        "outputs": outputs,
+    }
+    head = orjson.dumps(doc, option=orjson.OPT_SERIALIZE_NUMPY)
+    if not blobs:
+        return head, {}
+    return head + b"".join(blobs), {"Inference-Header-Content-Length": str(len(head))}

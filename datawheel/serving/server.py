@@ -1,0 +1,217 @@
+"""Start a model server: load the model, open the ledger, follow the alias, run uvicorn.
+
+The model is loaded (fetched, checksum-verified, warmed up) before the port opens,
+so a bad model or store fails the command with a one-line error instead of serving.
+SIGTERM makes uvicorn stop accepting, finish in-flight requests, and then the ledger
+flushes everything to the store before the process exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from datawheel import registry
+from datawheel.serving.app import Limits, Serving, ServingApp
+from datawheel.serving.ledger import Ledger, read_ledger
+from datawheel.serving.metrics import ServingMetrics
+from datawheel.serving.model import ServedModel, load_served
+from datawheel.serving.predictions import PredictionIndex
+from datawheel.store import Store, open_store
+
+__all__ = ["AliasWatcher", "ServeConfig", "build_app", "run"]
+
+log = logging.getLogger("datawheel.serve")
+TOKEN_ENV = "DATAWHEEL_SERVE_TOKEN"
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    model: str  # NAME, NAME@alias or NAME:vN
+    store: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_batch_size: int = 64
+    max_latency_ms: float = 2.0
+    limits: Limits = field(default_factory=Limits)
+    spool_dir: str = ""
+    ledger_flush_seconds: float = 2.0
+    poll_seconds: float = 2.0
+    fsync: bool = False
+
+
+class _StoreOnDemand:
+    """The ledger's store, opened on first use; if opening fails (S3 down at start-up),
+    the next flush tries again."""
+
+    def __init__(self, uri: str | None) -> None:
+        self.uri = uri
+        self._store: Store | None = None
+
+    def __call__(self) -> Store:
+        if self._store is None:
+            self._store = open_store(self.uri)
+        return self._store
+
+
+class AliasWatcher:
+    """Follows a registry alias and hot-swaps the served model when it moves.
+
+    The new version is fetched, verified, loaded and warmed up on a worker thread;
+    only then is it swapped in. A version that fails is refused (logged, counted)
+    once, and the old one keeps serving.
+    """
+
+    def __init__(self, serving: Serving, store: Store, alias: str, poll_seconds: float) -> None:
+        self.serving = serving
+        self.store = store
+        self.alias = alias
+        self.poll_seconds = poll_seconds
+        self.refused: set[str] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.poll_seconds)
+            await asyncio.get_running_loop().run_in_executor(None, self.check)
+
+    def check(self) -> str | None:
+        """One poll: swap if the alias moved to a loadable version; the version swapped to."""
+        name = self.serving.model.name
+        try:
+            record = registry.get_alias(self.store, name, self.alias)
+        except Exception as exc:  # store unreachable: keep serving, try again next poll
+            log.warning("cannot read alias %s@%s: %s", name, self.alias, exc)
+            return None
+        if record is None:
+            return None
+        version = str(record["version"])
+        if version == self.serving.model.version or version in self.refused:
+            return None
+        try:
+            model = load_served(self.store, name, version)
+        except Exception as exc:
+            self.refused.add(version)
+            self.serving.metrics.load_failures.labels(name).inc()
+            log.error(
+                "refused %s:%s, still serving %s: %s",
+                name,
+                version,
+                self.serving.model.version,
+                str(exc).splitlines()[0] if str(exc) else exc,
+            )
+            return None
+        self.serving.swap(model)
+        log.warning("now serving %s:%s (loaded in %.2fs)", name, version, model.load_seconds)
+        return version
+
+
+def _rebuild_index(store: Store, model: ServedModel, index: PredictionIndex) -> None:
+    """Remember today's and yesterday's predictions and feedback, so feedback for a
+    prediction made before a restart is still accepted."""
+    today = datetime.now(UTC).date()
+    for day in (today - timedelta(days=1), today):
+        date = day.isoformat()
+        preds = read_ledger(store, model=model.name, kind="predictions", date=date)
+        for version, group in preds.groupby("version"):
+            index.add(list(group["id"]), str(version), list(group["label"]))
+        feedback = read_ledger(store, model=model.name, kind="feedback", date=date)
+        for pid, label in zip(feedback["id"], feedback["label"], strict=True):
+            index.record(str(pid), str(label))
+
+
+def build_app(
+    config: ServeConfig, *, metrics: ServingMetrics | None = None
+) -> tuple[ServingApp, Serving]:
+    """Load the model and put the application together (the port is not opened here)."""
+    name, ref = registry.parse_ref(config.model)
+    store = open_store(config.store)
+    model = load_served(store, name, ref)
+    metrics = metrics or ServingMetrics(name)
+    spool = Path(
+        config.spool_dir
+        or os.environ.get("DATAWHEEL_SPOOL_DIR")
+        or Path(".datawheel") / "spool" / name
+    )
+    ledger = Ledger(
+        _StoreOnDemand(config.store),
+        model=name,
+        spool_dir=spool,
+        flush_interval=config.ledger_flush_seconds,
+        fsync=config.fsync,
+        on_backlog=metrics.ledger_backlog.labels(name).set,
+        log=lambda line: log.warning("ledger: %s", line),
+    )
+    ledger.start()  # replays what an earlier process left in the spool...
+    ledger.flush()  # ...into the store, so the index below sees those predictions too
+    index = PredictionIndex()
+    _rebuild_index(store, model, index)
+    serving = Serving(
+        model,
+        ledger,
+        metrics,
+        max_batch_size=config.max_batch_size,
+        max_latency_ms=config.max_latency_ms,
+        index=index,
+    )
+    follows_alias = not ref.startswith("v") or not ref[1:].isdigit()
+    watcher = AliasWatcher(serving, store, ref, config.poll_seconds) if follows_alias else None
+
+    async def startup() -> None:
+        if watcher is not None:
+            watcher.start()
+
+    async def shutdown() -> None:
+        if watcher is not None:
+            await watcher.stop()
+
+    app = ServingApp(
+        serving,
+        limits=config.limits,
+        token=os.environ.get(TOKEN_ENV) or None,
+        on_startup=startup,
+        on_shutdown=shutdown,
+    )
+    return app, serving
+
+
+def run(config: ServeConfig, *, announce: bool = True) -> None:
+    """Serve until SIGTERM/SIGINT."""
+    import uvicorn
+
+    app, serving = build_app(config)
+    if announce:
+        m = serving.model
+        print(
+            f"serving {m.name}:{m.version} on http://{config.host}:{config.port} "
+            f"(loaded in {m.load_seconds:.2f}s)",
+            flush=True,
+        )
+    uvicorn.run(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level="warning",
+        access_log=False,
+        proxy_headers=False,
+        server_header=False,
+        date_header=False,
+        timeout_graceful_shutdown=30,
+    )
