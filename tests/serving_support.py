@@ -1,0 +1,165 @@
+"""Real models in a real store, and `datawheel serve` as a real process, for serving tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datawheel import registry, steps
+from datawheel.store import LocalStore
+
+DATAWHEEL = str(Path(sys.executable).with_name("datawheel"))
+
+
+class _Sink:
+    def log_metric(self, metric: str, value: float) -> None:
+        pass
+
+
+def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
+    """A store with digits models v1..vN trained by the pipeline's own steps; v1 is champion."""
+    uri = f"file://{root}"
+    os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(root.parent / "ckpt"))
+    steps.ingest_step(uri, "digits", "", "label", 16, str(root.parent / "manifest.json"))
+    dv = json.loads((root.parent / "manifest.json").read_text())
+    splits = root.parent / "splits"
+    steps.prep_step(uri, "digits", dv["version"], 0, str(splits))
+    evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})
+    for i in range(versions):
+        model_dir = root.parent / f"model-{i}"
+        steps.train_step(
+            str(splits),
+            str(model_dir),
+            _Sink(),
+            model_kind="mlp",
+            epochs=epochs,
+            batch_size=64,
+            learning_rate=1e-3 * (i + 1),
+            seed=i,
+        )
+        steps.register_step(
+            uri, "digits", str(model_dir), "digits", dv["version"], evaluation, "challenger"
+        )
+    registry.promote(LocalStore(root), "digits", "v1", alias="champion")
+    return uri
+
+
+def digits_rows(n: int = 32, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = (np.asarray(data.data, np.float32) / 16.0)[offset : offset + n]
+    return x, np.asarray(data.target)[offset : offset + n]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    store: str
+    spool_dir: Path
+    model: str = "digits"
+    args: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen[str] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 60) -> ServerProcess:
+        self.port = self.port or free_port()
+        self.log_path = self.spool_dir.parent / f"server-{self.port}.log"
+        cmd = [
+            DATAWHEEL,
+            "serve",
+            "--model",
+            self.model,
+            "--store",
+            self.store,
+            "--port",
+            str(self.port),
+            "--spool-dir",
+            str(self.spool_dir),
+            *self.args,
+        ]
+        log = self.log_path.open("a")
+        self.proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"server did not get ready: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text()[-3000:] if self.log_path else ""
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as r:
+            return json.loads(r.read())
+
+    def post(
+        self, path: str, body: bytes | dict[str, Any], headers: dict[str, str] | None = None
+    ) -> tuple[int, dict[str, Any]]:
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.url + path,
+            data=data,
+            method="POST",
+            headers={"Content-Type": "application/json", **(headers or {})},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            return exc.code, json.loads(raw) if raw else {}
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.url + "/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
+
+def infer_body(rows: np.ndarray, **extra: Any) -> dict[str, Any]:
+    return {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": list(rows.shape),
+                "datatype": "FP32",
+                "data": rows.reshape(-1).tolist(),
+            }
+        ],
+        **extra,
+    }

@@ -1,0 +1,311 @@
+"""The server under load and under failure, as real processes: no 5xx for any bad input,
+no error under concurrency, no answered prediction lost to kill -9, no failed request
+during a hot swap, and a corrupted model refused while the old one keeps serving."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from serving_support import ServerProcess, digits_rows, infer_body
+
+from datawheel import registry
+from datawheel.serving.ledger import read_ledger
+from datawheel.store import LocalStore, open_store
+
+ROWS, _ = digits_rows(64)
+
+
+def _copy_store(model_store: str, dest: Path) -> str:
+    shutil.copytree(model_store.removeprefix("file://"), dest)
+    return f"file://{dest}"
+
+
+class _Client:
+    """One keep-alive HTTP connection, as a load-test client thread uses."""
+
+    def __init__(self, port: int, token: str | None = None) -> None:
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.headers = {"Content-Type": "application/json"}
+
+    def request(
+        self, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes]:
+        self.conn.request(method, path, body=body, headers={**self.headers, **(headers or {})})
+        response = self.conn.getresponse()
+        return response.status, response.read()
+
+    def infer(self, i: int) -> tuple[int, dict[str, Any]]:
+        row = ROWS[i % len(ROWS) : i % len(ROWS) + 1]
+        status, raw = self.request(
+            "POST", "/v2/models/digits/infer", json.dumps(infer_body(row)).encode()
+        )
+        return status, json.loads(raw)
+
+
+@pytest.fixture(scope="module")
+def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    srv = ServerProcess(
+        model_store,
+        tmp_path_factory.mktemp("spool"),
+        args=["--max-rows", "32", "--max-body-bytes", "200000"],
+    )
+    yield srv.start()
+    srv.stop()
+
+
+# --- fuzz -----------------------------------------------------------------------------------
+
+_json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=8),
+)
+_json = st.recursive(
+    _json_scalar,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=8), inner, max_size=5)
+    ),
+    max_leaves=30,
+)
+_datatype = st.sampled_from(
+    ["FP32", "FP64", "FP16", "INT8", "INT64", "UINT8", "BOOL", "BYTES", "fp32", "", "FP"]
+)
+_shape = st.one_of(st.lists(st.integers(-3, 70), max_size=4), _json)
+_tensor = st.fixed_dictionaries(
+    {
+        "name": st.one_of(st.just("input"), _json_scalar),
+        "shape": _shape,
+        "datatype": _datatype,
+        "data": st.one_of(
+            st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=140),
+            st.lists(st.lists(st.integers(-5, 5), max_size=70), max_size=3),
+            _json,
+        ),
+    },
+    optional={
+        "parameters": st.one_of(
+            st.fixed_dictionaries({"binary_data_size": st.integers(-4, 600)}), _json
+        )
+    },
+)
+_body = st.one_of(
+    st.binary(max_size=300),
+    _json.map(lambda v: json.dumps(v).encode()),
+    st.fixed_dictionaries(
+        {"inputs": st.lists(_tensor, max_size=2)},
+        optional={"id": _json_scalar, "outputs": _json, "parameters": _json},
+    ).map(lambda v: json.dumps(v).encode()),
+)
+_headers = st.dictionaries(
+    st.sampled_from(["Inference-Header-Content-Length", "Content-Type", "Authorization"]),
+    st.one_of(st.integers(-5, 400).map(str), st.text(alphabet="abc123 ", max_size=6)),
+    max_size=2,
+)
+_path = st.sampled_from(
+    [
+        "/v2/models/digits/infer",
+        "/v2/models/digits/feedback",
+        "/v2/models/digits/versions/v1/infer",
+        "/v2/models/x/infer",
+        "/v2/models/digits",
+        "/v2/health/ready",
+        "/metrics",
+        "/v2//models",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(method=st.sampled_from(["POST", "GET", "PUT"]), path=_path, body=_body, headers=_headers)
+def test_fuzz_never_5xx(
+    server: ServerProcess, method: str, path: str, body: bytes, headers: dict[str, str]
+) -> None:
+    status, raw = _Client(server.port).request(method, path, body, headers)
+    assert status < 500, raw[:300]
+    if status >= 400:
+        assert isinstance(json.loads(raw)["error"], str)
+
+
+# --- concurrency ----------------------------------------------------------------------------
+
+
+def _hammer(
+    port: int, clients: int, requests: int, stop: threading.Event | None = None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    results: list[dict[str, Any]] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def client(n: int) -> None:
+        c = _Client(port)
+        for i in range(requests):
+            if stop is not None and stop.is_set():
+                return
+            try:
+                status, doc = c.infer(n * requests + i)
+            except Exception as exc:  # a dropped connection is a failed request too
+                with lock:
+                    errors.append(repr(exc))
+                c = _Client(port)
+                continue
+            with lock:
+                (results if status == 200 else errors).append(
+                    doc if status == 200 else f"{status}: {doc}"
+                )
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results, errors
+
+
+def test_20_clients_x_500_requests_without_errors(server: ServerProcess) -> None:
+    results, errors = _hammer(server.port, 20, 500)
+    assert errors == []
+    assert len(results) == 10_000
+    ids = [pid for doc in results for pid in doc["parameters"]["prediction_ids"]]
+    assert len(set(ids)) == 10_000
+    text = server.metrics()
+    batch_count = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("datawheel_inference_batch_rows_count")
+    )
+    batch_rows = next(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("datawheel_inference_batch_rows_sum")
+    )
+    assert batch_rows / batch_count > 1.0  # concurrent requests were coalesced
+
+
+# --- durability -----------------------------------------------------------------------------
+
+
+def test_kill_9_loses_no_answered_prediction(model_store: str, tmp_path: Path) -> None:
+    store = _copy_store(model_store, tmp_path / "store")
+    spool = tmp_path / "spool"
+    # a long flush interval: at the kill, the answered predictions exist only in the local log
+    srv = ServerProcess(store, spool, args=["--ledger-flush-seconds", "3600"]).start()
+    results, errors = _hammer(srv.port, 8, 40)
+    assert errors == [] and len(results) == 320
+    answered = {pid for doc in results for pid in doc["parameters"]["prediction_ids"]}
+    srv.stop(signal.SIGKILL)
+    before = set(read_ledger(open_store(store), model="digits")["id"])
+    assert not answered & before  # none of them had reached the store
+
+    again = ServerProcess(store, spool, args=["--ledger-flush-seconds", "0.2"]).start()
+    try:
+        deadline = time.monotonic() + 30
+        stored = read_ledger(open_store(store), model="digits")
+        while time.monotonic() < deadline and not answered <= set(stored["id"]):
+            time.sleep(0.2)
+            stored = read_ledger(open_store(store), model="digits")
+        assert answered <= set(stored["id"])
+        assert stored["id"].is_unique
+        # feedback for a prediction answered before the crash is still accepted
+        first = sorted(answered)[0]
+        assert again.post("/v2/models/digits/feedback", {"id": first, "label": "3"})[0] == 200
+    finally:
+        again.stop()
+    feedback = read_ledger(open_store(store), model="digits", kind="feedback")
+    assert list(feedback["id"]) == [first]
+
+
+# --- hot swap -------------------------------------------------------------------------------
+
+
+def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
+    model_store: str, tmp_path: Path
+) -> None:
+    store_uri = _copy_store(model_store, tmp_path / "store")
+    store = LocalStore(tmp_path / "store")
+    srv = ServerProcess(store_uri, tmp_path / "spool", args=["--poll-seconds", "0.2"]).start()
+    stop = threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        outcome["results"], outcome["errors"] = _hammer(srv.port, 8, 100_000, stop)
+
+    loader = threading.Thread(target=load)
+    loader.start()
+    try:
+        time.sleep(1.0)
+        registry.promote(store, "digits", "v2", alias="champion")
+        _wait_for(lambda: srv.get_json("/v2/models/digits")["versions"] == ["v2"])
+        time.sleep(1.0)
+        # v3: a registered version whose stored model.ts is then corrupted
+        v3 = registry.register(
+            store,
+            "digits",
+            tmp_path / "store/models/digits/versions/v2",
+            card=dict(registry.resolve(store, "digits", "v2").card),
+        )
+        key = f"models/digits/versions/{v3.version}/model.ts"
+        store.put_bytes(key, store.get_bytes(key)[:-100] + b"\0" * 100)
+        registry.promote(store, "digits", v3.version, alias="champion")
+        _wait_for(
+            lambda: 'datawheel_model_load_failures_total{model="digits"} 1.0' in srv.metrics()
+        )
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        loader.join()
+    srv.stop()
+    results, errors = outcome["results"], outcome["errors"]
+    assert errors == []
+    versions = [doc["model_version"] for doc in results]
+    assert versions[0] == "v1" and "v2" in versions and "v3" not in versions
+    assert srv.get_json is not None
+    log = srv.log()
+    assert f"refused digits:{v3.version}" in log and "still serving v2" in log
+    assert len(results) > 100
+
+
+def _wait_for(condition: Any, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_rows_in_every_answer_match_the_request(server: ServerProcess) -> None:
+    """Coalesced batches give each request exactly its own rows' predictions."""
+    results: dict[int, list[str]] = {}
+
+    def client(n: int) -> None:
+        c = _Client(server.port)
+        rows = ROWS[n : n + 1 + n % 3]
+        status, raw = c.request(
+            "POST", "/v2/models/digits/infer", json.dumps(infer_body(rows)).encode()
+        )
+        assert status == 200
+        results[n] = json.loads(raw)["outputs"][0]["data"]
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(30)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    single = {n: _Client(server.port).infer(n)[1]["outputs"][0]["data"][0] for n in range(32)}
+    for n, labels in results.items():
+        assert labels == [single[n + k] for k in range(len(labels))]
+    assert np.all([len(v) == 1 + n % 3 for n, v in results.items()])
