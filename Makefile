@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STORE ?= .datawheel/demo
 DEMO_EPOCHS ?= 40
 
-.PHONY: setup demo test lint compile bench clean
+.PHONY: setup system-deps demo test lint compile bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,16 @@ $(STAMP): pyproject.toml
 	touch $@
 
 setup: $(STAMP)
+
+# Debian packages the tests run for real: Prometheus (scrapes the model server), wrk (benchmarks).
+DEBIAN_PACKAGES := prometheus wrk
+system-deps:
+	@missing=""; for b in $(DEBIAN_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 ## demo: train on digits twice on the embedded default store; the 2nd run faces the champion
 demo: export DATAWHEEL_CHECKPOINT_DIR := $(DEMO_STORE)-checkpoints
@@ -30,7 +40,7 @@ demo: setup
 	$(BIN)/datawheel models list --store file://$(DEMO_STORE)
 
 ## test: lint, check the compiled pipeline, run the whole suite
-test: setup lint
+test: setup system-deps lint
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -42,8 +52,9 @@ lint: setup
 compile: setup
 	$(BIN)/datawheel compile
 
-bench: setup
+bench: setup system-deps
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/serve_bench.py
 
 clean:
 	rm -rf $(VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache
