@@ -150,7 +150,7 @@ def _partitions(table: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:
         yield model, str(np.datetime64(day, "D")), part
 
 
-@dataclass
+@dataclass(eq=False)
 class _Wal:
     path: Path
     count: int = 0  # records in the file: what uploading it takes off the backlog
@@ -231,8 +231,9 @@ class Ledger:
         with self._lock:
             if self._thread is None or self._closed:
                 raise DatawheelError("the ledger is not running", "call start() before append()")
-            wal = self._current or self._open_locked()
+            wal = self._current
             try:
+                wal = wal or self._open_locked()
                 view = memoryview(data)
                 while view:
                     view = view[os.write(wal.fd, view) :]
@@ -240,7 +241,8 @@ class Ledger:
                     os.fsync(wal.fd)
             except OSError as exc:
                 try:  # cut the partial frame off; failing that, leave it to the CRC check
-                    os.ftruncate(wal.fd, wal.size)
+                    if wal is not None:
+                        os.ftruncate(wal.fd, wal.size)
                 except OSError:
                     self._rotate_locked()
                 raise DatawheelError(
@@ -326,7 +328,8 @@ class Ledger:
         self._current = None
 
     def _run(self) -> None:
-        delay, failures = 0.0, 0  # upload what an earlier process left right away
+        delay = 0.0 if self._pending else self.flush_interval  # replay right away
+        failures = 0
         while True:
             self._wake.wait(delay)
             self._wake.clear()
