@@ -16,7 +16,9 @@ IPC stream of the records. A torn or corrupt frame fails its length/CRC check: s
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import functools
 import math
 import os
 import re
@@ -29,6 +31,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,7 +41,7 @@ import pyarrow.parquet as pq
 from datawheel.errors import DatawheelError
 from datawheel.store import Store, validate_name
 
-__all__ = ["Feedback", "Ledger", "Prediction", "read_ledger"]
+__all__ = ["Feedback", "Ledger", "Prediction", "PredictionBatch", "read_ledger"]
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,8 @@ _SCHEMAS: dict[str, pa.Schema] = {
     kind: pa.schema([(f.name, _ARROW_TYPES[str(f.type)]) for f in fields(cls)])
     for kind, cls in (("predictions", Prediction), ("feedback", Feedback))
 }
-_KINDS = {1: "predictions", 2: "feedback"}
+_KINDS = {1: "predictions", 2: "feedback", 3: "predictions"}  # 3: fixed-layout rows
+_ROWS_PREAMBLE = struct.Struct("<IIIII")  # id width, label width, features, classes, meta
 _MAGIC = b"DWAL"
 _HEADER = struct.Struct("<4sBIII")  # magic, kind, record count, payload length, crc32
 _WAL_RE = re.compile(r"^wal-(\d{20}-[0-9a-f]{8})\.wal$")
@@ -83,6 +87,112 @@ _MAX_BACKOFF_S = 30.0
 
 def _stderr_log(line: str) -> None:
     print(f"ledger: {line}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class PredictionBatch:
+    """The rows of one model call, kept as arrays: framed without per-row Python objects."""
+
+    ids: list[str]
+    ts: float
+    model: str
+    version: str
+    inputs: np.ndarray  # [n, n_features]
+    labels: list[str]
+    probabilities: np.ndarray  # [n, n_classes]
+    latency_ms: float
+
+    def frame(self) -> bytes:
+        """One kind-3 WAL frame: a fixed-layout numpy record per row (cheap to write and to
+        read back in bulk), behind a preamble naming the layout, version and model."""
+        n = len(self.ids)
+        if not (self.inputs.shape[0] == n == len(self.labels) == self.probabilities.shape[0]):
+            raise DatawheelError(
+                "a prediction batch has columns of different lengths",
+                "pass one id, input row, label and probability row per row",
+            )
+        ids = [i.encode() for i in self.ids]
+        labels = [label.encode() for label in self.labels]
+        layout = (
+            max(map(len, ids)),
+            max(map(len, labels)),
+            self.inputs.shape[1],
+            self.probabilities.shape[1],
+        )
+        rows = np.empty(n, _row_dtype(*layout))
+        rows["id"], rows["label"] = ids, labels
+        rows["ts"], rows["latency_ms"] = self.ts, self.latency_ms
+        rows["inputs"], rows["probabilities"] = self.inputs, self.probabilities
+        meta = f"{self.version}\0{self.model}".encode()
+        payload = _ROWS_PREAMBLE.pack(*layout, len(meta)) + meta + rows.tobytes()
+        return _HEADER.pack(_MAGIC, 3, n, len(payload), zlib.crc32(payload)) + payload
+
+
+@functools.lru_cache(maxsize=64)
+def _row_dtype(id_width: int, label_width: int, n_features: int, n_classes: int) -> np.dtype[Any]:
+    return np.dtype(
+        [
+            ("id", f"S{id_width}"),
+            ("ts", "<f8"),
+            ("latency_ms", "<f8"),
+            ("label", f"S{label_width}"),
+            ("inputs", "<f4", (n_features,)),
+            ("probabilities", "<f4", (n_classes,)),
+        ]
+    )
+
+
+def _rows(payload: memoryview) -> tuple[tuple[int, ...], str, str, memoryview]:
+    """A kind-3 frame's layout, version, model and raw row records."""
+    *layout, meta_len = _ROWS_PREAMBLE.unpack_from(payload)
+    start = _ROWS_PREAMBLE.size
+    version, model = bytes(payload[start : start + meta_len]).decode().split("\0", 1)
+    return tuple(layout), version, model, payload[start + meta_len :]
+
+
+def _rows_tables(payloads: list[memoryview]) -> list[pa.Table]:
+    """Kind-3 frames as predictions tables: one per (layout, version, model), read with a
+    single ``np.frombuffer`` over the joined records, never one per frame."""
+    groups: dict[tuple[tuple[int, ...], str, str], list[memoryview]] = {}
+    for payload in payloads:
+        layout, version, model, records = _rows(payload)
+        groups.setdefault((layout, version, model), []).append(records)
+    tables = []
+    for (layout, version, model), chunks in groups.items():
+        rows = np.frombuffer(b"".join(chunks), dtype=_row_dtype(*layout))
+        n = len(rows)
+        tables.append(
+            pa.Table.from_arrays(
+                [
+                    pa.array(np.char.decode(rows["id"]), pa.string()),
+                    pa.array(rows["ts"]),
+                    pa.array([model] * n, pa.string()),
+                    pa.array([version] * n, pa.string()),
+                    _lists(rows["inputs"]),
+                    pa.array(np.char.decode(rows["label"]), pa.string()),
+                    _lists(rows["probabilities"]),
+                    pa.array(rows["latency_ms"]),
+                ],
+                schema=_SCHEMAS["predictions"],
+            )
+        )
+    return tables
+
+
+def _lists(matrix: np.ndarray) -> pa.Array:
+    """Rows of a 2-D array as an Arrow list<float64> column, built from two flat buffers."""
+    n, width = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32))
+    values = pa.array(np.ascontiguousarray(matrix, dtype=np.float64).reshape(-1))
+    return pa.ListArray.from_arrays(offsets, values)
+
+
+def _frame(kind: int, batch: pa.RecordBatch) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    payload: bytes = sink.getvalue().to_pybytes()
+    return _HEADER.pack(_MAGIC, kind, batch.num_rows, len(payload), zlib.crc32(payload)) + payload
 
 
 def _encode(records: Sequence[Prediction | Feedback], model: str) -> tuple[bytes, int]:
@@ -109,12 +219,7 @@ def _encode(records: Sequence[Prediction | Feedback], model: str) -> tuple[bytes
                 f"ledger records do not fit the {_KINDS[kind]} schema: {exc}",
                 "pass str ids/labels/versions, float ts/latency_ms and lists of floats",
             ) from exc
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, schema) as writer:
-            writer.write_batch(pa.record_batch(arrays, schema=schema))
-        payload = sink.getvalue().to_pybytes()
-        out += _HEADER.pack(_MAGIC, kind, len(rows), len(payload), zlib.crc32(payload))
-        out += payload
+        out += _frame(kind, pa.record_batch(arrays, schema=schema))
     return bytes(out), len(records)
 
 
@@ -223,11 +328,26 @@ class Ledger:
         self._thread = threading.Thread(target=self._run, name="ledger-flusher", daemon=True)
         self._thread.start()
 
-    def append(self, records: Sequence[Prediction | Feedback]) -> None:
-        """Write ``records`` to the WAL: one write per call; durable when this returns."""
-        if not records:
+    def append(self, records: Sequence[Prediction | Feedback] | PredictionBatch) -> None:
+        """Write ``records`` to the WAL: one write per call; durable when this returns.
+
+        A :class:`PredictionBatch` (what the server writes per model call) is framed
+        straight from its arrays; a sequence of records is converted row by row.
+        """
+        if isinstance(records, PredictionBatch):
+            if records.model != self.model or not math.isfinite(records.ts):
+                raise DatawheelError(
+                    f"a prediction batch of model {records.model!r} was appended to the "
+                    f"ledger of {self.model!r}",
+                    "append batches of the ledger's model",
+                )
+            if not records.ids:
+                return
+            data, count = records.frame(), len(records.ids)
+        elif not records:
             return
-        data, count = _encode(records, self.model)
+        else:
+            data, count = _encode(records, self.model)
         with self._lock:
             if self._thread is None or self._closed:
                 raise DatawheelError("the ledger is not running", "call start() before append()")
@@ -328,6 +448,7 @@ class Ledger:
         self._current = None
 
     def _run(self) -> None:
+        _background_priority()
         delay = 0.0 if self._pending else self.flush_interval  # replay right away
         failures = 0
         while True:
@@ -380,19 +501,30 @@ class Ledger:
                       "(an append that never returned)")  # fmt: skip
         segment = _WAL_RE.match(wal.path.name)
         assert segment is not None
-        for kind, name in _KINDS.items():
-            batches = [
-                b for k, _, p in frames if k == kind for b in pa.ipc.open_stream(pa.py_buffer(p))
-            ]
-            if not batches:
+        tables: dict[str, list[pa.Table]] = {name: [] for name in _SCHEMAS}
+        tables["predictions"] += _rows_tables([p for k, _, p in frames if k == 3])
+        for kind, _, payload in frames:
+            if kind != 3:
+                tables[_KINDS[kind]].append(pa.ipc.open_stream(pa.py_buffer(payload)).read_all())
+        for name, parts in tables.items():
+            if not parts:
                 continue
-            table = pa.Table.from_batches(batches).select(_SCHEMAS[name].names)
+            schema = _SCHEMAS[name]
+            table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
             for model, date, part in _partitions(table):
                 sink = pa.BufferOutputStream()
                 pq.write_table(part, sink, compression="zstd")
                 key = f"ledger/{name}/model={model}/date={date}/{segment.group(1)}.parquet"
                 store.put_bytes(key, sink.getvalue().to_pybytes())
         wal.path.unlink(missing_ok=True)
+
+
+def _background_priority() -> None:
+    """Run this thread at a lower OS priority (Linux niceness is per thread), so uploading
+    never takes CPU from the threads answering requests. A thread waiting for the GIL
+    sleeps, so this cannot starve the server; where it is not allowed, nothing changes."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 def read_ledger(
