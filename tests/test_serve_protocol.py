@@ -32,7 +32,7 @@ def _parse(
     )
 
 
-def _tensor(data: Any, shape: list[int], datatype: str = "FP32", **kw: Any) -> dict[str, Any]:
+def _tensor(data: Any, shape: Any, datatype: str | None = "FP32", **kw: Any) -> dict[str, Any]:
     return {"inputs": [{"name": "input", "shape": shape, "datatype": datatype, "data": data}], **kw}
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
 from datawheel.serving.batcher import DynamicBatcher
-from datawheel.serving.ledger import Feedback, Ledger, Prediction
+from datawheel.serving.ledger import Feedback, Ledger, PredictionBatch
 from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel
 from datawheel.serving.predictions import PredictionIndex
@@ -96,23 +96,13 @@ class Serving:
         start = time.perf_counter()
         probabilities = model.predict(rows)
         labels = model.labels(probabilities)
-        ids = [uuid.uuid4().hex for _ in labels]
+        raw = os.urandom(16 * len(labels)).hex()  # one call for the whole batch's ids
+        ids = [raw[k : k + 32] for k in range(0, len(raw), 32)]
         latency_ms = (time.perf_counter() - start) * 1000
-        now = time.time()
         self.ledger.append(
-            [
-                Prediction(
-                    pid,
-                    now,
-                    model.name,
-                    model.version,
-                    row.tolist(),
-                    label,
-                    probs.tolist(),
-                    latency_ms,
-                )
-                for pid, row, label, probs in zip(ids, rows, labels, probabilities, strict=True)
-            ]
+            PredictionBatch(
+                ids, time.time(), model.name, model.version, rows, labels, probabilities, latency_ms
+            )
         )
         self.index.add(ids, model.version, labels)
         counter = self.metrics.predictions
@@ -124,8 +114,8 @@ class Serving:
         found = self.index.get(pid)
         if found is None:
             raise ProtocolError(404, f"no prediction with id {pid!r} (unknown or too old)")
-        classes = self.model.classes if found[0] == self.model.version else None
-        if classes is not None and label not in classes:
+        classes = self.model.classes  # the label space feedback is collected in
+        if label not in classes:
             raise ProtocolError(422, f"label {label!r} is not one of the model's classes {classes}")
         outcome = self.index.record(pid, label)
         assert outcome is not None

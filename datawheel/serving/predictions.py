@@ -23,7 +23,7 @@ class FeedbackOutcome:
 
 
 class PredictionIndex:
-    def __init__(self, capacity: int = 1_000_000) -> None:
+    def __init__(self, capacity: int = 200_000) -> None:
         self.capacity = capacity
         self._lock = threading.Lock()
         self._predictions: OrderedDict[str, tuple[str, str]] = OrderedDict()
