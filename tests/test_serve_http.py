@@ -147,6 +147,7 @@ def test_metrics_names_and_a_real_prometheus(
         "datawheel_model_info",
         "datawheel_model_load_failures_total",
         "datawheel_ledger_backlog_records",
+        'datawheel_input_drift_score{model="digits",version="v1"}',
     ):
         assert name in text, name
     prom = prometheus([f"127.0.0.1:{server.port}"])

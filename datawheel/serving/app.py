@@ -8,6 +8,7 @@ with a 4xx and ``{"error": "..."}``. Server state lives in :class:`Serving`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import os
@@ -22,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
 from datawheel.serving.batcher import DynamicBatcher
+from datawheel.serving.drift import DriftMonitor
 from datawheel.serving.ledger import Feedback, Ledger, PredictionBatch
 from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel
@@ -56,6 +58,12 @@ class BatchResult:
     ids: list[str]
 
 
+def _drift_monitor(model: ServedModel) -> DriftMonitor:
+    mean = model.feature_mean or (0.0,) * model.n_features
+    std = model.feature_std or (1.0,) * model.n_features
+    return DriftMonitor(list(mean), list(std))
+
+
 class Serving:
     """Everything a request needs: the current model, batcher, ledger, metrics, index.
 
@@ -84,15 +92,27 @@ class Serving:
             on_batch=metrics.batch_rows.labels(model.name).observe,
         )
         metrics.serving(model.version, model.checksum, model.load_seconds)
+        self.drift = _drift_monitor(model)
 
     def swap(self, model: ServedModel) -> None:
+        old = self.model.version
+        self.drift = _drift_monitor(model)
         self.model = model
         self.metrics.serving(model.version, model.checksum, model.load_seconds)
         self.metrics.swaps.labels(model.name).inc()
+        if old != model.version:
+            with contextlib.suppress(KeyError):
+                self.metrics.drift.remove(model.name, old)
+
+    def drift_score(self) -> float:
+        """Update and return the drift gauge of the version being served."""
+        model, score = self.model, self.drift.score()
+        self.metrics.drift.labels(model.name, model.version).set(score)
+        return score
 
     def _run_batch(self, rows: np.ndarray) -> BatchResult:
         """On the inference thread: predict, remember, and write the ledger (durably)."""
-        model = self.model
+        model, drift = self.model, self.drift
         start = time.perf_counter()
         probabilities = model.predict(rows)
         labels = model.labels(probabilities)
@@ -105,6 +125,7 @@ class Serving:
             )
         )
         self.index.add(ids, model.version, labels)
+        drift.observe(rows)
         counter = self.metrics.predictions
         for label in set(labels):
             counter.labels(model.name, model.version, label).inc(labels.count(label))
@@ -203,10 +224,11 @@ class ServingApp:
             send, status, body, headers, CONTENT_TYPE_LATEST if metrics_page else "application/json"
         )
         if endpoint != "metrics":
-            metrics.requests.labels(
-                model.name, self.serving.model.version, endpoint, str(status)
-            ).inc()
-            metrics.latency.labels(model.name, endpoint).observe(time.perf_counter() - start)
+            version = self.serving.model.version
+            metrics.requests.labels(model.name, version, endpoint, str(status)).inc()
+            metrics.latency.labels(model.name, version, endpoint).observe(
+                time.perf_counter() - start
+            )
 
     def _route(self, method: str, parts: list[str]) -> tuple[str, Handler]:
         if parts == ["metrics"]:
@@ -323,6 +345,7 @@ class ServingApp:
     async def _metrics(self, *_: Any) -> Response:
         backlog = self.serving.ledger.backlog
         self.serving.metrics.ledger_backlog.labels(self.serving.model.name).set(backlog)
+        self.serving.drift_score()
         return 200, generate_latest(self.serving.metrics.registry), {}
 
     async def _server_metadata(self, *_: Any) -> Response:

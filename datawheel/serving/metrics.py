@@ -5,7 +5,7 @@ fresh one. Exported names (all prefixed ``datawheel_``):
 
 ========================================  =========  ==================================
 requests_total{model,version,endpoint,code}  counter   every HTTP request, by status code
-request_duration_seconds{model,endpoint}     histogram request latency
+request_duration_seconds{model,version,endpoint} histogram request latency
 requests_in_flight{model}                    gauge     requests being handled now
 inference_batch_rows{model}                  histogram rows per coalesced model call
 predictions_total{model,version,class}       counter   predicted classes
@@ -16,6 +16,7 @@ model_info{model,version,checksum}           gauge     1 for the version being s
 model_load_failures_total{model}             counter   versions refused (corrupt/unloadable)
 model_swaps_total{model}                     counter   hot swaps to a new version
 ledger_backlog_records{model}                gauge     ledger records not yet in the store
+input_drift_score{model,version}             gauge     mean |standardized shift| of recent inputs
 ========================================  =========  ==================================
 """
 
@@ -44,7 +45,7 @@ class ServingMetrics:
         self.latency = Histogram(
             p + "request_duration_seconds",
             "HTTP request latency",
-            ["model", "endpoint"],
+            ["model", "version", "endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -90,6 +91,12 @@ class ServingMetrics:
             p + "ledger_backlog_records",
             "Ledger records not yet in the store",
             ["model"],
+            registry=r,
+        )
+        self.drift = Gauge(
+            p + "input_drift_score",
+            "Mean absolute standardized shift of recent inputs from the training data",
+            ["model", "version"],
             registry=r,
         )
         self.in_flight.labels(model)

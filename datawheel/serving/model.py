@@ -32,6 +32,8 @@ class ServedModel:
     n_features: int
     module: Any  # torch.jit.ScriptModule
     load_seconds: float
+    feature_mean: tuple[float, ...] = ()  # the training split's, for drift
+    feature_std: tuple[float, ...] = ()
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 [n, n_classes], for raw float32 rows [n, n_features]."""
@@ -61,6 +63,8 @@ def load_served(
         transform.n_features,
         module,
         0.0,
+        tuple(transform.mean),
+        tuple(transform.std),
     )
     rng = np.random.default_rng(0)
     for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
@@ -73,4 +77,6 @@ def load_served(
         model.n_features,
         module,
         time.perf_counter() - start,
+        model.feature_mean,
+        model.feature_std,
     )
