@@ -7,6 +7,7 @@ from datawheel.components.data import ingest, prep, validate
 from datawheel.components.evaluation import evaluate
 from datawheel.components.registry import register
 from datawheel.components.training import lr_grid, pick_best, train
+from datawheel.pipelines.platform import on_cluster
 from kfp import dsl
 from kfp.dsl import Model
 
@@ -38,8 +39,10 @@ def training(
         store=store, source=source, dataset_name=dataset_name, label=label, image_size=image_size
     )
     data.set_display_name("ingest")
-    checked = validate(
-        store=store, dataset_name=data.outputs["name"], version=data.outputs["version"]
+    on_cluster(data, "ingest")
+    checked = on_cluster(
+        validate(store=store, dataset_name=data.outputs["name"], version=data.outputs["version"]),
+        "validate",
     )
     splits = prep(
         store=store,
@@ -47,7 +50,10 @@ def training(
         version=data.outputs["version"],
         split_seed=split_seed,
     ).after(checked)
-    grid = lr_grid(learning_rate=learning_rate, sweep_learning_rates=sweep_learning_rates)
+    on_cluster(splits, "prep")
+    grid = on_cluster(
+        lr_grid(learning_rate=learning_rate, sweep_learning_rates=sweep_learning_rates), "lr-grid"
+    )
     with dsl.ParallelFor(grid.output, parallelism=SWEEP_PARALLELISM) as lr:
         trained = train(
             splits=splits.outputs["splits"],
@@ -59,9 +65,13 @@ def training(
             store=store,
             transfer_from=transfer_from,
         )
-    best = pick_best(
-        val_accuracies=dsl.Collected(trained.outputs["val_accuracy"]),
-        model_uris=dsl.Collected(trained.outputs["model_uri"]),
+        on_cluster(trained, "train")
+    best = on_cluster(
+        pick_best(
+            val_accuracies=dsl.Collected(trained.outputs["val_accuracy"]),
+            model_uris=dsl.Collected(trained.outputs["model_uri"]),
+        ),
+        "pick-best",
     )
     chosen = dsl.importer(artifact_uri=best.output, artifact_class=Model, reimport=False)
     scored = evaluate(
@@ -73,6 +83,7 @@ def training(
         splits=splits.outputs["splits"],
         model=chosen.output,
     )
+    on_cluster(scored, "evaluate")
     with dsl.If(scored.outputs["decision"] == "promote", name="promote"):
         champion = register(
             store=store,
@@ -84,6 +95,7 @@ def training(
             model=chosen.output,
             report=scored.outputs["html_report"],
         )
+        on_cluster(champion, "register")
     with dsl.Else(name="reject"):
         challenger = register(
             store=store,
@@ -95,4 +107,5 @@ def training(
             model=chosen.output,
             report=scored.outputs["html_report"],
         )
+        on_cluster(challenger, "register")
     return dsl.OneOf(champion.output, challenger.output)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from datawheel.compile import COMPILED_DIR, compile_pipeline, stale
 
 TRAINING = COMPILED_DIR / "training.yaml"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_checked_in_yaml_is_not_stale() -> None:
@@ -44,6 +47,13 @@ def test_compiled_yaml_loads_as_a_component() -> None:
         assert name in inputs, name
 
 
+def _documents() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pipeline spec and its Kubernetes platform spec (the YAML's two documents)."""
+    docs = list(yaml.safe_load_all(TRAINING.read_text()))
+    assert len(docs) == 2, "the compiled YAML should carry a platform spec document"
+    return docs[0], docs[1]
+
+
 def _all_tasks(spec: dict[str, Any]) -> dict[str, Any]:
     tasks = dict(spec["root"]["dag"]["tasks"])
     for component in spec["components"].values():
@@ -52,7 +62,7 @@ def _all_tasks(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_compiled_dag_branches_on_the_decision() -> None:
-    spec = yaml.safe_load(TRAINING.read_text())
+    spec, _ = _documents()
     root = spec["root"]["dag"]["tasks"]
     assert {
         "ingest",
@@ -85,3 +95,152 @@ def test_compiled_dag_branches_on_the_decision() -> None:
         if "container" in e
     }
     assert images and all("datawheel" in image for image in images)
+
+
+# --- the Kubernetes platform config (kfp-kubernetes), carried by the compiled YAML --------------
+
+
+def _executors() -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, platform = _documents()
+    return (
+        spec["deploymentSpec"]["executors"],
+        platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"],
+    )
+
+
+def _step_executor(step: str) -> str:
+    return f"exec-{step}"
+
+
+def test_every_step_has_cpu_and_memory_requests_and_limits() -> None:
+    from datawheel.platform import STEP_RESOURCES
+
+    executors, _ = _executors()
+    containers = {name for name, e in executors.items() if "container" in e}
+    # every container step is configured (importer is not a container)
+    assert {_step_executor(s) for s in STEP_RESOURCES} <= containers
+    for name in containers:
+        step = name.removeprefix("exec-").removesuffix("-2")
+        res = executors[name]["container"].get("resources", {})
+        expected = STEP_RESOURCES[step]
+        assert res.get("resourceCpuRequest") == expected.cpu_request, name
+        assert res.get("resourceCpuLimit") == expected.cpu_limit, name
+        assert res.get("resourceMemoryRequest") == expected.memory_request, name
+        assert res.get("resourceMemoryLimit") == expected.memory_limit, name
+
+
+def test_train_asks_for_a_gpu_on_a_gpu_node() -> None:
+    executors, k8s = _executors()
+    accelerator = executors["exec-train"]["container"]["resources"]["accelerator"]
+    assert accelerator["resourceType"] == "nvidia.com/gpu"
+    assert accelerator["resourceCount"] == "1"
+    train = k8s["exec-train"]
+    assert train["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+    assert train["tolerations"] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    for step in ("ingest", "evaluate", "register"):  # only training needs a GPU
+        name = _step_executor(step)
+        assert "accelerator" not in executors[name]["container"].get("resources", {}), step
+        assert "nodeSelector" not in k8s.get(name, {}), step
+
+
+def test_store_credentials_come_from_a_secret_never_a_literal() -> None:
+    executors, k8s = _executors()
+    text = TRAINING.read_text()
+    assert "AWS_SECRET_ACCESS_KEY" in text
+    for name, executor in executors.items():
+        if "container" not in executor:
+            continue
+        env = {e["name"]: e.get("value") for e in executor["container"].get("env", [])}
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), name
+        secret = k8s[name]["secretAsEnv"]
+        assert secret[0]["secretName"] == "datawheel-s3", name
+        assert {k["envVar"] for k in secret[0]["keyToEnv"]} == {
+            "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY",
+        }, name
+        config = k8s[name]["configMapAsEnv"][0]
+        assert config["configMapName"] == "datawheel-settings", name
+
+
+def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes() -> None:
+    from datawheel.platform import CHECKPOINT_MOUNT
+
+    _, k8s = _executors()
+    train = k8s["exec-train"]
+    assert train["pvcMount"] == [
+        {
+            "constant": "datawheel-checkpoints",
+            "mountPath": CHECKPOINT_MOUNT,
+            "pvcNameParameter": {"runtimeValue": {"constant": "datawheel-checkpoints"}},
+        }
+    ]
+    keys = {k["envVar"]: k["configMapKey"] for k in train["configMapAsEnv"][0]["keyToEnv"]}
+    assert keys["DATAWHEEL_CHECKPOINT_DIR"] == "DATAWHEEL_CHECKPOINT_DIR"
+    # the settings ConfigMap in manifests/ points the train step at that mount
+    config = yaml.safe_load((ROOT / "manifests/base/configmap.yaml").read_text())
+    assert config["data"]["DATAWHEEL_CHECKPOINT_DIR"] == CHECKPOINT_MOUNT
+
+
+def test_timeouts_on_every_step_and_retries_on_the_transient_ones() -> None:
+    from datawheel.platform import RETRIED_STEPS, STEP_RESOURCES
+
+    spec, _ = _documents()
+    _, k8s = _executors()
+    for step, res in STEP_RESOURCES.items():
+        assert k8s[_step_executor(step)]["activeDeadlineSeconds"] == str(res.timeout_seconds)
+    tasks = _all_tasks(spec)
+    for step in STEP_RESOURCES:
+        named = [t for n, t in tasks.items() if n.removesuffix("-2") == step]
+        assert named, step
+        for task in named:
+            policy = task.get("retryPolicy")
+            if step in RETRIED_STEPS:
+                assert policy == {
+                    "maxRetryCount": 3,
+                    "backoffDuration": "30s",
+                    "backoffFactor": 2.0,
+                    "backoffMaxDuration": "600s",
+                }, step
+            else:
+                assert policy is None, step
+
+
+def test_platform_settings_from_the_environment() -> None:
+    from datawheel.platform import Platform
+
+    p = Platform.from_env(
+        {
+            "DATAWHEEL_GPU_NODE_SELECTOR": "cloud.google.com/gke-accelerator=nvidia-h100-80gb",
+            "DATAWHEEL_GPU_TOLERATION": "gpu=h100:NoExecute",
+            "DATAWHEEL_GPU_COUNT": "2",
+            "DATAWHEEL_S3_SECRET": "team-s3",
+        }
+    )
+    assert p.gpu.node_selector == ("cloud.google.com/gke-accelerator", "nvidia-h100-80gb")
+    assert (p.gpu.toleration_key, p.gpu.toleration_value, p.gpu.toleration_effect) == (
+        "gpu",
+        "h100",
+        "NoExecute",
+    )
+    assert p.gpu.count == 2 and p.s3_secret == "team-s3"
+    assert Platform.from_env({}) == Platform()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("DATAWHEEL_GPU_COUNT", "zero", "not a positive integer"),
+        ("DATAWHEEL_GPU_COUNT", "0", "not a positive integer"),
+        ("DATAWHEEL_GPU_NODE_SELECTOR", "gpu", "not key=value"),
+        ("DATAWHEEL_GPU_TOLERATION", "gpu:Sometimes", "not key[=value]:Effect"),
+    ],
+)
+def test_bad_platform_settings_say_how_to_fix(key: str, value: str, message: str) -> None:
+    from datawheel.errors import DatawheelError
+    from datawheel.platform import Platform
+
+    with pytest.raises(DatawheelError, match=re.escape(message)) as info:
+        Platform.from_env({key: value})
+    assert "Fix:" in str(info.value)
