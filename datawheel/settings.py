@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from datawheel.store import StoreError
@@ -16,11 +17,26 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def _first(environ: Mapping[str, str], *names: str) -> str:
-    """The first non-empty value among ``names`` (stripped), else ``""``."""
+    """The first non-empty value among ``names`` (stripped), else ``""``.
+
+    ``NAME_FILE=/path`` stands for ``NAME``: the value is read from that file, which is how
+    Kubernetes mounts a Secret as files (safer than putting it in the environment).
+    """
     for name in names:
         value = environ.get(name, "").strip()
         if value:
             return value
+        path = environ.get(f"{name}_FILE", "").strip()
+        if path:
+            try:
+                value = Path(path).read_text().strip()
+            except OSError as exc:
+                raise StoreError(
+                    f"{name}_FILE={path!r} cannot be read ({exc.strerror or exc})",
+                    f"mount the Secret at that path or unset {name}_FILE",
+                ) from None
+            if value:
+                return value
     return ""
 
 

@@ -442,6 +442,28 @@ def test_settings_fallbacks_and_precedence() -> None:
     assert (s.endpoint, s.access_key, s.secret_key) == ("m:9", "a", "c")
 
 
+def test_settings_keys_from_files_as_kubernetes_mounts_a_secret(tmp_path: Path) -> None:
+    (tmp_path / "AWS_ACCESS_KEY_ID").write_text("from-file\n")
+    (tmp_path / "AWS_SECRET_ACCESS_KEY").write_text("secret-from-file\n")
+    s = S3Settings.from_env(
+        {
+            "DATAWHEEL_S3_ENDPOINT": "minio:9000",
+            "AWS_ACCESS_KEY_ID_FILE": str(tmp_path / "AWS_ACCESS_KEY_ID"),
+            "AWS_SECRET_ACCESS_KEY_FILE": str(tmp_path / "AWS_SECRET_ACCESS_KEY"),
+        }
+    )
+    assert (s.access_key, s.secret_key) == ("from-file", "secret-from-file")
+    with pytest.raises(StoreError, match="AWS_SECRET_ACCESS_KEY_FILE=.* cannot be read") as info:
+        S3Settings.from_env(
+            {
+                "DATAWHEEL_S3_ENDPOINT": "minio:9000",
+                "AWS_ACCESS_KEY_ID": "k",
+                "AWS_SECRET_ACCESS_KEY_FILE": str(tmp_path / "missing"),
+            }
+        )
+    assert "Fix:" in str(info.value)
+
+
 @pytest.mark.parametrize(
     ("env", "needle"),
     [
