@@ -208,15 +208,15 @@ def export_model(
     return dict(EXPORT_FILES)
 
 
-def load_exported(path: str | Path) -> torch.jit.ScriptModule:
-    """Load an exported ``.ts`` file on the CPU, in eval mode."""
+def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModule:
+    """Load an exported ``.ts`` file onto ``device`` (the CPU by default), in eval mode."""
     path = Path(path)
     if not path.is_file():
         raise DatawheelError(f"no exported model at {path}", "export the model first")
     try:
         with _quiet():
             module: torch.jit.ScriptModule = torch.jit.load(  # type: ignore[no-untyped-call]
-                str(path), map_location="cpu"
+                str(path), map_location=device
             )
     except RuntimeError as exc:
         raise DatawheelError(

@@ -34,12 +34,13 @@ class ServedModel:
     load_seconds: float
     feature_mean: tuple[float, ...] = ()  # the training split's, for drift
     feature_std: tuple[float, ...] = ()
+    device: str = "cpu"
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 [n, n_classes], for raw float32 rows [n, n_features]."""
         with torch.inference_mode():
-            logits: torch.Tensor = self.module(torch.from_numpy(rows))
-            return np.asarray(torch.softmax(logits.float(), dim=1).numpy())
+            logits: torch.Tensor = self.module(torch.from_numpy(rows).to(self.device))
+            return np.asarray(torch.softmax(logits.float(), dim=1).cpu().numpy())
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
         return [self.classes[i] for i in probabilities.argmax(axis=1)]
@@ -50,10 +51,11 @@ def load_served(
 ) -> ServedModel:
     """Resolve ``ref`` (alias or ``vN``), fetch with checksum verification, load, warm up."""
     start = time.perf_counter()
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     mv = registry.resolve(store, name, ref)
     with tempfile.TemporaryDirectory(prefix="datawheel-serve-") as tmp:
         registry.fetch(store, mv, tmp, only=("model.ts", "transform.json"))
-        module = load_exported(Path(tmp, "model.ts"))
+        module = load_exported(Path(tmp, "model.ts"), device)
         transform = Transform.load(Path(tmp, "transform.json"))
     model = ServedModel(
         name,
@@ -65,6 +67,7 @@ def load_served(
         0.0,
         tuple(transform.mean),
         tuple(transform.std),
+        device,
     )
     rng = np.random.default_rng(0)
     for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
@@ -79,4 +82,5 @@ def load_served(
         time.perf_counter() - start,
         model.feature_mean,
         model.feature_std,
+        device,
     )
