@@ -453,7 +453,7 @@ def test_settings_keys_from_files_as_kubernetes_mounts_a_secret(tmp_path: Path) 
         }
     )
     assert (s.access_key, s.secret_key) == ("from-file", "secret-from-file")
-    with pytest.raises(StoreError, match="AWS_SECRET_ACCESS_KEY_FILE=.* cannot be read") as info:
+    with pytest.raises(StoreError, match=r"AWS_SECRET_ACCESS_KEY_FILE=.* cannot be read") as info:
         S3Settings.from_env(
             {
                 "DATAWHEEL_S3_ENDPOINT": "minio:9000",
