@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 DEMO_STORE ?= .datawheel/demo
 DEMO_EPOCHS ?= 40
 
-.PHONY: setup system-deps demo test lint compile bench clean
+.PHONY: setup system-deps checkov demo test lint compile bench images clean
+
+# Image names and tags: the one setting, also read by datawheel.images and the kustomization.
+include manifests/base/images.env
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +22,12 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-# Debian packages the tests run for real: Prometheus (scrapes the model server), wrk (benchmarks).
+# Debian packages the tests run for real: Prometheus and promtool (scrape the model server,
+# check and unit-test the alert rules), wrk (benchmarks). kubectl (for kustomize) comes with
+# the machine image; Debian's own kubectl is too old to build these manifests.
 DEBIAN_PACKAGES := prometheus wrk
 system-deps:
+	@command -v kubectl >/dev/null || { echo "kubectl is required (kubectl kustomize): install kubectl 1.27+ from https://kubernetes.io/docs/tasks/tools/"; exit 2; }
 	@missing=""; for b in $(DEBIAN_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
@@ -39,8 +45,17 @@ demo: setup
 		--param epochs=$(DEMO_EPOCHS) --param seed=1 --param model_kind=cnn
 	$(BIN)/datawheel models list --store file://$(DEMO_STORE)
 
+# checkov lints the manifests from its own venv: its pins clash with ours.
+CHECKOV_VENV := .venv-checkov
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q checkov==3.3.30
+	touch $@
+
+checkov: $(CHECKOV_VENV)/.installed
+
 ## test: lint, check the compiled pipeline, run the whole suite
-test: setup system-deps lint
+test: setup system-deps checkov lint
 	$(BIN)/python -m pytest -q
 
 lint: setup
@@ -56,5 +71,9 @@ bench: setup system-deps
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/serve_bench.py
 
+## images: build and push the component images where a Docker engine runs
+images:
+	DATAWHEEL_IMAGE=$(DATAWHEEL_IMAGE) DATAWHEEL_TRAIN_IMAGE=$(DATAWHEEL_TRAIN_IMAGE) bash docker/build.sh
+
 clean:
-	rm -rf $(VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache

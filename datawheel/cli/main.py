@@ -10,7 +10,7 @@ import sys
 import click
 
 from datawheel.cli import compile as compile_cmd
-from datawheel.cli import datasets, models, run, serve, submit
+from datawheel.cli import datasets, deploy, models, run, serve, submit
 from datawheel.errors import DatawheelError
 
 __all__ = ["cli", "main"]
@@ -28,6 +28,7 @@ cli.add_command(serve.serve)
 cli.add_command(compile_cmd.compile_)
 cli.add_command(datasets.datasets)
 cli.add_command(models.models)
+cli.add_command(deploy.deploy)
 
 
 def main(argv: list[str] | None = None) -> None:

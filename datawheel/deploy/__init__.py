@@ -1,0 +1,1 @@
+"""Deploying datawheel on Kubernetes: render and apply the kustomize manifests, canary rollouts."""

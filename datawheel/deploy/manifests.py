@@ -1,0 +1,73 @@
+"""The kustomize tree (``manifests/``) and ``kubectl kustomize`` over it.
+
+The tree ships inside the package as ``datawheel.manifests`` so an installed datawheel can
+render it; in a checkout it is the repository's ``manifests/`` folder.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from importlib import resources
+from pathlib import Path
+
+from datawheel.errors import DatawheelError
+
+__all__ = ["kubectl", "manifests_root", "overlay_dir", "overlays", "render"]
+
+_REPO_MANIFESTS = Path(__file__).resolve().parent.parent.parent / "manifests"
+
+
+def manifests_root() -> Path:
+    """The ``manifests/`` folder: the installed package data, else the checkout's."""
+    try:
+        packaged = Path(str(resources.files("datawheel.manifests")))
+    except ModuleNotFoundError:
+        packaged = None
+    for root in (packaged, _REPO_MANIFESTS):
+        if root is not None and (root / "base" / "kustomization.yaml").is_file():
+            return root
+    raise DatawheelError(
+        "the kustomize manifests are not installed with datawheel",
+        "reinstall datawheel (pip install .) or run from a checkout of the repository",
+    )
+
+
+def overlays(root: Path | None = None) -> list[str]:
+    base = (root or manifests_root()) / "overlays"
+    return sorted(p.name for p in base.iterdir() if (p / "kustomization.yaml").is_file())
+
+
+def overlay_dir(name: str, root: Path | None = None) -> Path:
+    root = root or manifests_root()
+    known = overlays(root)
+    if name not in known:
+        raise DatawheelError(f"there is no overlay {name!r}", f"pick one of: {', '.join(known)}")
+    return root / "overlays" / name
+
+
+def kubectl(binary: str = "kubectl") -> str:
+    """The kubectl executable, or a clear error saying how to get one."""
+    found = shutil.which(binary)
+    if found is None:
+        raise DatawheelError(
+            f"{binary!r} is not installed or not on PATH",
+            "install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/) "
+            "or pass --kubectl PATH",
+        )
+    return found
+
+
+def render(overlay: str, *, binary: str = "kubectl", root: Path | None = None) -> str:
+    """The overlay's manifests as one multi-document YAML string (``kubectl kustomize``)."""
+    path = overlay_dir(overlay, root)
+    done = subprocess.run(
+        [kubectl(binary), "kustomize", str(path)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        detail = " ".join(done.stderr.split())[-400:] or f"exit status {done.returncode}"
+        raise DatawheelError(
+            f"kustomize could not build overlay {overlay!r}: {detail}",
+            f"fix the manifests under {path}",
+        )
+    return done.stdout

@@ -1,0 +1,1 @@
+"""The kustomize tree, shipped as package data (``datawheel.manifests``) for `deploy render`."""
