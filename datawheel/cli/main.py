@@ -5,30 +5,45 @@ A :class:`DatawheelError` anywhere becomes one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
-from datawheel.cli import compile as compile_cmd
-from datawheel.cli import datasets, deploy, models, run, serve, submit
 from datawheel.errors import DatawheelError
 
 __all__ = ["cli", "main"]
 
+# command name -> "module:attribute". Imported on use: `run` pulls in torch and compiles the
+# pipeline DSL (seconds), which `deploy render` or `models list` should not pay for.
+_COMMANDS = {
+    "run": "datawheel.cli.run:run",
+    "submit": "datawheel.cli.submit:submit",
+    "serve": "datawheel.cli.serve:serve",
+    "compile": "datawheel.cli.compile:compile_",
+    "datasets": "datawheel.cli.datasets:datasets",
+    "models": "datawheel.cli.models:models",
+    "deploy": "datawheel.cli.deploy:deploy",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        command: click.Command = getattr(importlib.import_module(module), attr)
+        return command
+
+
+@click.group(cls=_LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="datawheel")
 def cli() -> None:
     """datawheel: the data flywheel on Kubeflow Pipelines."""
-
-
-cli.add_command(run.run)
-cli.add_command(submit.submit)
-cli.add_command(serve.serve)
-cli.add_command(compile_cmd.compile_)
-cli.add_command(datasets.datasets)
-cli.add_command(models.models)
-cli.add_command(deploy.deploy)
 
 
 def main(argv: list[str] | None = None) -> None:
