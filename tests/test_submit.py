@@ -104,7 +104,10 @@ def test_submit_sends_pipeline_spec_and_typed_parameters(
         "learning_rate": 0.003,
         "store": "s3://wheel/prod",
     }
-    spec = run["pipeline_spec"]
+    # with a Kubernetes platform spec, kfp.Client sends both documents together
+    spec = run["pipeline_spec"]["pipeline_spec"]
+    platform = run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]
+    assert "nodeSelector" in platform["deploymentSpec"]["executors"]["exec-train"]
     assert spec["pipelineInfo"]["name"] == "datawheel-training"
     tasks = spec["root"]["dag"]["tasks"]
     assert {"ingest", "validate", "prep", "evaluate", "for-loop-1"} <= set(tasks)
