@@ -70,9 +70,10 @@ bench: setup system-deps
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/serve_bench.py
 
-## images: build and push the component images where a Docker engine runs
+## images: build and push both images where a Docker engine runs (names: manifests/base/images.env;
+## override with `make images DATAWHEEL_IMAGE=...`; NO_PUSH=1 builds only)
 images:
-	DATAWHEEL_IMAGE=$(DATAWHEEL_IMAGE) DATAWHEEL_TRAIN_IMAGE=$(DATAWHEEL_TRAIN_IMAGE) bash docker/build.sh
+	DATAWHEEL_IMAGE=$(DATAWHEEL_IMAGE) DATAWHEEL_TRAIN_IMAGE=$(DATAWHEEL_TRAIN_IMAGE) bash docker/build.sh $(if $(NO_PUSH),--no-push)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache
