@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from datawheel.cli.canary import canary
 from datawheel.deploy.apply import apply as apply_overlay
 from datawheel.deploy.manifests import overlays
 from datawheel.deploy.manifests import render as render_overlay
@@ -47,6 +48,9 @@ def apply(
         overlay, binary=binary, context=context, kubeconfig=kubeconfig, extra_args=extra
     )
     click.echo(result.output, nl=False)
+
+
+deploy.add_command(canary)
 
 
 @deploy.command("overlays")

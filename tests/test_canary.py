@@ -1,0 +1,481 @@
+"""Canary rollouts judged by a real Prometheus scraping two real ``datawheel serve`` processes.
+
+The Kubernetes side is a fake API server (tests/fake_kube.py) that records the requests;
+the tests assert on exactly what was sent. There is no real Service here, so scaling the
+Deployments cannot move traffic: each test drives load at both servers itself, and the
+rollout judges what Prometheus saw of each version.
+
+The failing canary is an honest one: v3 is v2's TorchScript wrapped in a module that raises
+on real inputs (rows of non-negative pixel intensities), so the server answers 500 for every
+inference. The server's warm-up feeds random normal rows (negative values in every row),
+so the model loads and the server becomes ready like any other.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import threading
+import time
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import Prometheus as PromProcess
+from fake_kube import FakeKube, Request, stable_deployment
+from serving_support import ServerProcess, digits_rows, free_port, infer_body
+
+from datawheel import registry
+from datawheel.cli.canary import canary as canary_command
+from datawheel.deploy.canary import CANARY, STABLE, CanaryConfig, run_canary
+from datawheel.deploy.canary_policy import Thresholds
+from datawheel.deploy.kube import KubeDeployments, KubeError, connect
+from datawheel.deploy.prom import Prometheus, PrometheusError, observe
+from datawheel.errors import DatawheelError
+from datawheel.store import LocalStore, get_json
+
+MIN_REQUESTS = 20
+WINDOW = "4s"
+THRESHOLDS = Thresholds(min_requests=MIN_REQUESTS)  # the defaults otherwise: 1% errors, ...
+SMP = "application/strategic-merge-patch+json"
+
+# --- the pieces ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store_uri(model_store: str, tmp_path: Path) -> str:
+    """A private copy of the session's model store (v1 champion, v2 challenger)."""
+    shutil.copytree(model_store.removeprefix("file://"), tmp_path / "store")
+    return f"file://{tmp_path / 'store'}"
+
+
+def register_failing_version(store_uri: str, work: Path) -> str:
+    """v3: v2 wrapped so that real inputs raise; made the challenger."""
+    store = LocalStore(store_uri.removeprefix("file://"))
+    v2 = registry.resolve(store, "digits", "v2")
+    src = registry.fetch(store, v2, work / "v2", only=("model.ts", "transform.json"))
+    (work / "v3").mkdir()
+    shutil.copy(src / "transform.json", work / "v3" / "transform.json")
+    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; datawheel serves it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        inner = torch.jit.load(str(src / "model.ts"))  # type: ignore[no-untyped-call]
+        scripted = torch.jit.script(_FailsOnRealInputs(inner))  # type: ignore[no-untyped-call]
+    scripted.save(str(work / "v3" / "model.ts"))  # type: ignore[no-untyped-call]
+    card = {k: v2.card[k] for k in ("dataset", "dataset_version", "metrics", "model_kind")}
+    v3 = registry.register(store, "digits", work / "v3", card=card, alias="challenger")
+    return v3.version
+
+
+class _FailsOnRealInputs(torch.nn.Module):
+    """Raises for rows of pixel intensities (all >= 0); passes the warm-up's normal rows."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if bool((x >= 0).all()):
+            raise RuntimeError("v3 fails on real inputs")
+        out: torch.Tensor = self.inner(x)
+        return out
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKube]:
+    fake = FakeKube()
+    fake.deployments[STABLE] = stable_deployment(replicas=4)
+    yield fake.start()
+    fake.stop()
+
+
+def deployments(fake: FakeKube) -> KubeDeployments:
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = fake.url
+    return KubeDeployments(client.ApiClient(cfg), fake.namespace)
+
+
+class Load:
+    """Threads posting one real digit row per request to a server until stopped."""
+
+    def __init__(self, server: ServerProcess, threads: int = 2) -> None:
+        self.server = server
+        self.codes: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
+
+    def _run(self, seed: int) -> None:
+        rows, _ = digits_rows(200, offset=seed * 200)
+        i = 0
+        while not self._stop.is_set():
+            code, _ = self.server.post("/v2/models/digits/infer", infer_body(rows[i : i + 1]))
+            self.codes[code] += 1
+            i = (i + 1) % len(rows)
+            time.sleep(0.005)
+
+    def __enter__(self) -> Load:
+        for t in self._threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+
+
+def start_servers(store_uri: str, tmp_path: Path, canary_ref: str) -> list[ServerProcess]:
+    """Stable follows digits@champion (and hot-swaps quickly); canary pins ``canary_ref``."""
+    servers = [
+        ServerProcess(store_uri, tmp_path / "spool-stable", args=["--poll-seconds", "0.5"]),
+        ServerProcess(store_uri, tmp_path / "spool-canary", model=canary_ref),
+    ]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda s: s.start(), servers))
+    return servers
+
+
+def wait_for_traffic(prom: Prometheus, versions: list[str], timeout: float = 30) -> None:
+    """Until Prometheus has seen enough inference requests of every version to judge."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = {v: observe(prom, "digits", v, WINDOW).requests for v in versions}
+        if all(n >= MIN_REQUESTS for n in seen.values()):
+            return
+        assert time.monotonic() < deadline, f"Prometheus saw too little traffic: {seen}"
+        time.sleep(0.5)
+
+
+def replica_patches(sent: list[Request]) -> list[tuple[str, int]]:
+    return [
+        (r.name or "", r.body["spec"]["replicas"])
+        for r in sent
+        if r.method == "PATCH" and "spec" in r.body
+    ]
+
+
+def annotation_of(fake: FakeKube) -> str:
+    value: str = fake.deployments[STABLE]["metadata"]["annotations"]["datawheel.dev/last-canary"]
+    return value
+
+
+def assert_stable_only_annotated(fake: FakeKube) -> None:
+    """The stable Deployment is never scaled: its one change is the summary annotation, last."""
+    changes = [r for r in fake.sent() if r.name == STABLE and r.method != "GET"]
+    assert [(r.method, r.content_type) for r in changes] == [("PATCH", SMP)]
+    assert changes[0].body == {
+        "metadata": {"annotations": {"datawheel.dev/last-canary": annotation_of(fake)}}
+    }
+    assert fake.sent()[-1] == changes[0]
+
+
+# --- a failing canary is rolled back ------------------------------------------------------
+
+
+def test_failing_canary_is_rolled_back(
+    store_uri: str,
+    tmp_path: Path,
+    kube: FakeKube,
+    prometheus: Callable[[list[str]], PromProcess],
+) -> None:
+    bad = register_failing_version(store_uri, tmp_path)
+    assert bad == "v3"
+    stable, canary = start_servers(store_uri, tmp_path, f"digits:{bad}")
+    try:
+        prom = prometheus([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"])
+        with Load(stable) as stable_load, Load(canary) as canary_load:
+            wait_for_traffic(Prometheus(prom.url), ["v1", bad])
+            started = time.monotonic()
+            result = CliRunner().invoke(
+                canary_command,
+                [
+                    "--model",
+                    "digits",
+                    "--store",
+                    store_uri,
+                    "--prometheus",
+                    prom.url,
+                    "--kubeconfig",
+                    str(kube.kubeconfig(tmp_path / "kubeconfig")),
+                    "--steps",
+                    "0.25,0.5",
+                    "--interval",
+                    "1",
+                    "--window",
+                    WINDOW,
+                    "--min-requests",
+                    str(MIN_REQUESTS),
+                    "--json",
+                ],
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        for server in (stable, canary):
+            server.stop()
+    assert canary_load.codes[500] > 0 and set(canary_load.codes) == {500}  # really failing
+    assert set(stable_load.codes) == {200}
+    assert result.exit_code == 1, result.output  # 1: rolled back
+    record = json.loads(result.stdout)
+
+    # the decision, and why
+    assert record["decision"] == "rolled_back"
+    assert record["reason"].startswith("canary error rate 100.00%"), record["reason"]
+    assert "above the limit 1.00%" in record["reason"]
+    assert (record["stable_version"], record["canary_version"]) == ("v1", "v3")
+    assert len(record["steps"]) == 1  # stopped at the first step
+    look = record["steps"][0]["looks"][-1]
+    assert look["decision"] == "rollback"
+    assert look["canary"]["error_rate"] == 1.0 and look["canary"]["requests"] >= MIN_REQUESTS
+    assert look["stable"]["error_rate"] == 0.0 and look["stable"]["requests"] >= MIN_REQUESTS
+    assert elapsed < 20
+
+    # the registry: champion unchanged, the record stored
+    store = LocalStore(store_uri.removeprefix("file://"))
+    assert registry.resolve(store, "digits", "champion").version == "v1"
+    assert get_json(store, record["record_key"]) == record
+    assert record["record_key"].startswith("models/digits/canary/")
+
+    # Kubernetes: exactly these requests changed anything
+    posts = kube.sent("POST")
+    assert len(posts) == 1
+    body = posts[0].body
+    assert body["metadata"]["name"] == CANARY
+    assert body["spec"]["replicas"] == 1
+    assert body["spec"]["selector"]["matchLabels"]["datawheel.dev/track"] == "canary"
+    assert body["spec"]["template"]["metadata"]["labels"]["datawheel.dev/track"] == "canary"
+    assert body["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
+        "serve",
+        "--model",
+        "digits:v3",
+    ]
+    assert replica_patches(kube.sent()) == []  # stopped at the first step: no rescale
+    deletes = kube.sent("DELETE")
+    assert [r.name for r in deletes] == [CANARY]
+    assert deletes[0].query == {"propagationPolicy": ["Foreground"]}
+    assert "rolled back digits:v3 (stable v1): canary error rate 100.00%" in annotation_of(kube)
+    assert_stable_only_annotated(kube)
+    assert CANARY not in kube.deployments
+    assert kube.deployments[STABLE]["spec"]["replicas"] == 4
+
+
+# --- a healthy canary is promoted ---------------------------------------------------------
+
+
+def test_healthy_canary_is_promoted(
+    store_uri: str,
+    tmp_path: Path,
+    kube: FakeKube,
+    prometheus: Callable[[list[str]], PromProcess],
+) -> None:
+    def hpa(fake: FakeKube, request: Request) -> None:
+        """Like an HPA under load: the stable Deployment grows to 6 once the canary exists."""
+        if request.method == "POST":
+            stable = fake.deployments[STABLE]
+            fake.deployments[STABLE] = fake.settle(
+                {**stable, "spec": {**stable["spec"], "replicas": 6}}
+            )
+
+    kube.hooks.append(hpa)
+    stable, canary = start_servers(store_uri, tmp_path, "digits:v2")
+    log: list[str] = []
+    try:
+        prom = prometheus([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"])
+        client = Prometheus(prom.url)
+        with Load(stable), Load(canary) as canary_load:
+            wait_for_traffic(client, ["v1", "v2"])
+            record = run_canary(
+                LocalStore(store_uri.removeprefix("file://")),
+                deployments(kube),
+                client,
+                CanaryConfig(
+                    model="digits",
+                    steps=(0.1, 0.25, 0.5),
+                    interval_s=1.0,
+                    window=WINDOW,
+                    thresholds=THRESHOLDS,
+                    max_waits=3,
+                ),
+                log=log.append,
+            )
+            # the stable server follows digits@champion: it hot-swaps to the promoted v2
+            deadline = time.monotonic() + 20
+            while stable.get_json("/v2/models/digits")["versions"] != ["v2"]:
+                assert time.monotonic() < deadline, stable.log()
+                time.sleep(0.2)
+    finally:
+        for server in (stable, canary):
+            server.stop()
+    assert set(canary_load.codes) == {200}
+
+    assert record["decision"] == "promoted", record["reason"]
+    assert record["reason"] == "healthy at every step (0.1, 0.25, 0.5)"
+    assert record["champion_moved_to"] == "v2"
+    # the canary is sized against the stable pods there are at each step (4, then 6)
+    steps = [(s["share"], s["canary_replicas"], s["stable_replicas"]) for s in record["steps"]]
+    assert steps == [(0.1, 1, 4), (0.25, 2, 6), (0.5, 6, 6)]
+    assert [s["pod_share"] for s in record["steps"]] == [0.2, 0.25, 0.5]
+    for step in record["steps"]:
+        assert step["looks"][-1]["decision"] == "advance"
+        assert all(look["decision"] in ("advance", "wait") for look in step["looks"])
+        last = step["looks"][-1]
+        assert last["canary"]["requests"] >= MIN_REQUESTS and last["canary"]["errors"] == 0
+        assert last["canary"]["ready_pods"] == step["canary_replicas"]
+        assert last["stable"]["ready_pods"] == 6
+        assert 0 < last["canary"]["p99_s"] < 1 and 0 < last["stable"]["p99_s"] < 1
+    assert record["thresholds"]["min_requests"] == MIN_REQUESTS
+    assert "step 0.5: 6 canary pod(s) of digits:v2 next to 6 stable pod(s) of v1" in log
+
+    store = LocalStore(store_uri.removeprefix("file://"))
+    champion = registry.get_alias(store, "digits", "champion")
+    assert champion is not None and champion["version"] == "v2"
+    assert champion["history"][-1] == "v1" and champion["reason"].startswith("canary: healthy")
+    assert get_json(store, record["record_key"]) == record
+
+    # Kubernetes: canary created at 1 pod, scaled with the steps, deleted; stable untouched
+    changes = [(r.method, r.name) for r in kube.sent() if r.method != "GET"]
+    assert changes == [
+        ("POST", None),
+        ("PATCH", CANARY),
+        ("PATCH", CANARY),
+        ("DELETE", CANARY),  # after the champion alias moved
+        ("PATCH", STABLE),  # the annotation
+    ]
+    assert [r.body["spec"]["replicas"] for r in kube.sent("POST")] == [1]
+    assert replica_patches(kube.sent()) == [(CANARY, 2), (CANARY, 6)]
+    assert "promoted digits:v2 (stable v1): healthy at every step" in annotation_of(kube)
+    assert_stable_only_annotated(kube)
+    assert set(kube.deployments) == {STABLE}
+
+
+# --- what goes wrong, without servers ------------------------------------------------------
+
+
+def quick_config(**overrides: Any) -> CanaryConfig:
+    base: dict[str, Any] = {
+        "model": "digits",
+        "steps": (0.5, 0.75),
+        "interval_s": 0.0,
+        "window": WINDOW,
+        "thresholds": THRESHOLDS,
+        "max_waits": 0,
+        "ready_timeout_s": 0.5,
+    }
+    return CanaryConfig(**{**base, **overrides})
+
+
+def dead_prometheus() -> Prometheus:
+    return Prometheus(f"http://127.0.0.1:{free_port()}", timeout=2)
+
+
+def test_prometheus_down_aborts_deletes_the_canary_and_records(
+    store_uri: str, kube: FakeKube
+) -> None:
+    store = LocalStore(store_uri.removeprefix("file://"))
+    with pytest.raises(PrometheusError, match="cannot reach Prometheus") as info:
+        run_canary(store, deployments(kube), dead_prometheus(), quick_config())
+    assert "\n" not in str(info.value) and "Fix:" in str(info.value)
+    assert CANARY not in kube.deployments and [r.name for r in kube.sent("DELETE")] == [CANARY]
+    assert_stable_only_annotated(kube)
+    assert registry.resolve(store, "digits", "champion").version == "v1"
+    (key,) = store.list("models/digits/canary")
+    record = get_json(store, key)
+    assert isinstance(record, dict) and record["decision"] == "aborted"
+    assert "cannot reach Prometheus" in record["reason"]
+    assert annotation_of(kube).split(" ", 1)[1].startswith("aborted digits:v2 (stable v1)")
+
+
+def test_canary_that_never_gets_ready_is_rolled_back(store_uri: str, kube: FakeKube) -> None:
+    kube.never_ready.add(CANARY)
+    store = LocalStore(store_uri.removeprefix("file://"))
+    record = run_canary(store, deployments(kube), dead_prometheus(), quick_config())
+    assert record["decision"] == "rolled_back"
+    assert record["reason"] == f"deployment {CANARY} had 0 of 4 replicas ready after 0.5 s"
+    assert record["steps"][0]["looks"] == []  # never judged: Prometheus was not asked
+    assert CANARY not in kube.deployments
+    assert_stable_only_annotated(kube)
+
+
+def test_too_little_traffic_is_inconclusive_and_rolled_back(
+    store_uri: str, kube: FakeKube, prometheus: Callable[[list[str]], PromProcess]
+) -> None:
+    prom = prometheus([])  # a real Prometheus that has seen no datawheel server at all
+    store = LocalStore(store_uri.removeprefix("file://"))
+    record = run_canary(store, deployments(kube), Prometheus(prom.url), quick_config(max_waits=1))
+    assert record["decision"] == "rolled_back"
+    assert record["reason"].startswith("inconclusive after 2 looks: canary served 0 inference")
+    assert [look["decision"] for look in record["steps"][0]["looks"]] == ["wait", "wait"]
+    assert registry.resolve(store, "digits", "champion").version == "v1"
+
+
+REFUSALS = {
+    "canary_exists": "deployment 'datawheel-serve-canary' already exists",
+    "no_stable": "deployment 'datawheel-serve' is not in namespace 'datawheel'",
+    "pinned_stable": "serves 'digits:v1', not digits@champion",
+    "same_version": "digits:v1 is already the champion",
+    "unknown_version": "model digits:v9 is not in the registry",
+    "bad_window": "query window '2 minutes' is not a PromQL duration",
+}
+
+
+@pytest.mark.parametrize("setup", list(REFUSALS))
+def test_refusals_change_nothing(store_uri: str, kube: FakeKube, setup: str) -> None:
+    message = REFUSALS[setup]
+    overrides: dict[str, Any] = {}
+    if setup == "canary_exists":
+        kube.deployments[CANARY] = stable_deployment()
+    elif setup == "no_stable":
+        del kube.deployments[STABLE]
+    elif setup == "pinned_stable":
+        kube.deployments[STABLE] = stable_deployment(model_args=["serve", "--model", "digits:v1"])
+    elif setup == "same_version":
+        overrides["version"] = "champion"
+    elif setup == "unknown_version":
+        overrides["version"] = "v9"
+    elif setup == "bad_window":
+        overrides["window"] = "2 minutes"
+    store = LocalStore(store_uri.removeprefix("file://"))
+    with pytest.raises(DatawheelError, match=re.escape(message)) as info:
+        run_canary(store, deployments(kube), dead_prometheus(), quick_config(**overrides))
+    assert "Fix:" in str(info.value)
+    assert {r.method for r in kube.sent()} <= {"GET"}
+    assert store.list("models/digits/canary") == []
+
+
+def test_kubernetes_unreachable_or_unconfigured(tmp_path: Path) -> None:
+    from kubernetes import client
+
+    cfg = client.Configuration()
+    cfg.host = f"http://127.0.0.1:{free_port()}"
+    cfg.retries = 0
+    with pytest.raises(
+        KubeError, match=re.escape("cannot reach the Kubernetes API at http://127.0.0.1")
+    ):
+        KubeDeployments(client.ApiClient(cfg), "datawheel").get(STABLE)
+    with pytest.raises(KubeError, match="no Kubernetes cluster configured") as info:
+        connect("datawheel", kubeconfig=str(tmp_path / "missing"))
+    assert "--kubeconfig" in str(info.value)
+
+
+def test_prometheus_client_errors(
+    kube: FakeKube, prometheus: Callable[[list[str]], PromProcess]
+) -> None:
+    prom = Prometheus(prometheus([]).url)
+    assert prom.value("vector(2) + vector(3)") == 5.0
+    assert prom.value("scalar(vector(1.5))") == 1.5
+    assert prom.value("time()", at=1_000_000.5) == 1_000_000.5  # evaluated at the given time
+    assert prom.value('up{job="nothing"}') is None
+    assert prom.value("vector(0) / vector(0)") is None  # NaN: no samples
+    with pytest.raises(PrometheusError, match=r"answered 400 to 'sum\(': .*parse error"):
+        prom.value("sum(")
+    with pytest.raises(PrometheusError, match="answered 404"):
+        Prometheus(kube.url).value("up")  # not a Prometheus
+    with pytest.raises(PrometheusError, match="is not an http"):
+        Prometheus("prometheus:9090")
