@@ -58,6 +58,26 @@ class BatchResult:
     ids: list[str]
 
 
+class _ThrottledLog:
+    """At most one traceback per ``every_s``; the ones in between are counted, not lost.
+
+    A model that fails on every input would otherwise log a traceback per request.
+    """
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self._log, self._every, self._last, self._skipped = logger, every_s, -float("inf"), 0
+
+    def exception(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self._every:
+            self._skipped += 1
+            return
+        if self._skipped:
+            message += f" ({self._skipped} more since the last one logged)"
+        self._last, self._skipped = now, 0
+        self._log.exception(message)
+
+
 def _drift_monitor(model: ServedModel) -> DriftMonitor:
     mean = model.feature_mean or (0.0,) * model.n_features
     std = model.feature_std or (1.0,) * model.n_features
@@ -176,6 +196,7 @@ class ServingApp:
         self.token = token
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        self._error_log = _ThrottledLog(log)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -216,7 +237,7 @@ class ServingApp:
         except ProtocolError as exc:
             status, body = exc.status, error_body(exc.message)
         except Exception:  # a bug, not the client's fault: log it and answer 500
-            log.exception("unhandled error on %s %s", method, scope["path"])
+            self._error_log.exception(f"unhandled error on {method} {scope['path']}")
         finally:
             in_flight.dec()
         metrics_page = endpoint == "metrics" and status == 200
