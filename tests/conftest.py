@@ -16,9 +16,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from prometheus_support import Prometheus, launch_prometheus
 
 from datawheel.store import Store
 
@@ -231,33 +231,12 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> str:
 # --- Prometheus: the real server from the Debian package -------------------------------------
 
 
-@dataclass
-class Prometheus:
-    url: str
-    proc: subprocess.Popen[bytes]
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        import json
-        import urllib.parse
-        import urllib.request
-
-        url = f"{self.url}/api/v1/query?query={urllib.parse.quote(promql)}"
-        with urllib.request.urlopen(url, timeout=10) as r:
-            doc = json.loads(r.read())
-        assert doc["status"] == "success", doc
-        result: list[dict[str, Any]] = doc["data"]["result"]
-        return result
-
-
 @pytest.fixture
 def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]]:
     """Start a real Prometheus scraping the given 127.0.0.1:PORT targets every second."""
-    binary = shutil.which("prometheus")
-    assert binary, "prometheus is not installed: `make test` installs the Debian package"
     started: list[Prometheus] = []
 
     def start(targets: list[str]) -> Prometheus:
-        port = _free_ports(1)[0]
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
@@ -265,28 +244,10 @@ def prometheus(tmp_path: Path) -> Iterator[Callable[[list[str]], Prometheus]]:
             "  - job_name: datawheel\n"
             f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
         )
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=(tmp_path / "prometheus.log").open("wb"),
-        )
-        prom = Prometheus(f"http://127.0.0.1:{port}", proc)
+        prom = launch_prometheus(config, tmp_path)
         started.append(prom)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            try:
-                prom.query("up")
-                return prom
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError((tmp_path / "prometheus.log").read_text()[-2000:])
+        return prom
 
     yield start
     for prom in started:
-        prom.proc.terminate()
-        prom.proc.wait(10)
+        prom.stop()

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import Prometheus as PromProcess
 from fake_kube import FakeKube, Request, stable_deployment
+from prometheus_support import Prometheus as PromProcess
 from serving_support import ServerProcess, digits_rows, free_port, infer_body
 
 from datawheel import registry

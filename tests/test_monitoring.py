@@ -10,8 +10,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +19,8 @@ import jsonschema
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
-from serving_support import ServerProcess, digits_rows, free_port, infer_body
+from prometheus_support import Prometheus, launch_prometheus
+from serving_support import ServerProcess, digits_rows, infer_body
 
 REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "manifests" / "monitoring"
@@ -479,38 +478,12 @@ def test_servicemonitor_keeps_the_servers_labels(
 # --- a real Prometheus with prometheus.yml ----------------------------------------------------
 
 
-class _Prometheus:
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def get(self, path: str, **params: str) -> Any:
-        query = urllib.parse.urlencode(params)
-        with urllib.request.urlopen(f"{self.url}{path}?{query}", timeout=10) as r:
-            doc = json.loads(r.read())
-        assert doc["status"] == "success", doc
-        return doc["data"]
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = self.get("/api/v1/query", query=promql)["result"]
-        return result
-
-    def wait_for(self, promql: str, timeout: float = 30) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            result = self.query(promql)
-            if result:
-                return result
-            time.sleep(0.25)
-        raise AssertionError(f"no result for {promql} within {timeout}s")
-
-
 @pytest.fixture
 def plain_prometheus(
     live: LiveMetrics, rule_groups: list[dict[str, Any]], tmp_path: Path
-) -> Iterator[_Prometheus]:
+) -> Iterator[Prometheus]:
     """Prometheus running prometheus.yml (file discovery standing in for Kubernetes discovery)
     against the live server, dressed as the endpoints a cluster would show, plus two decoys."""
-    binary = _tool("prometheus", "apt-get install prometheus (make system-deps)")
     meta = {
         "__meta_kubernetes_namespace": "datawheel",
         "__meta_kubernetes_service_name": "datawheel-serve",
@@ -529,36 +502,11 @@ def plain_prometheus(
     ]
     (tmp_path / "targets.json").write_text(json.dumps(targets))
     config = _plain_config(tmp_path, rule_groups, file_sd=True)
-    port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-    )
-    prom = _Prometheus(f"http://127.0.0.1:{port}")
+    prom = launch_prometheus(config, tmp_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                prom.query("up")
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(
-                        (tmp_path / "prometheus.log").read_text()[-2000:]
-                    ) from None
-                time.sleep(0.2)
         yield prom
     finally:
-        proc.terminate()
-        proc.wait(10)
-        log.close()
+        prom.stop()
 
 
 def _grafana_to_promql(expr: str) -> str:
@@ -566,7 +514,7 @@ def _grafana_to_promql(expr: str) -> str:
 
 
 def test_plain_prometheus_scrapes_and_evaluates(
-    plain_prometheus: _Prometheus, dashboard: dict[str, Any], rule_groups: list[dict[str, Any]]
+    plain_prometheus: Prometheus, dashboard: dict[str, Any], rule_groups: list[dict[str, Any]]
 ) -> None:
     prom = plain_prometheus
     # relabelling: only the serve Service's http port is kept, with namespace/service/pod/track
