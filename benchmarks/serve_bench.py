@@ -316,6 +316,7 @@ def server_command(
             cmd += ["--max-batch-size", str(args.max_batch_size)]
         if args.max_latency_ms is not None:
             cmd += ["--max-latency-ms", str(args.max_latency_ms)]
+        cmd += list(args.datawheel_arg or [])
         if "--spool-dir" in (args.datawheel_help or ""):
             cmd += ["--spool-dir", str(rundir / "spool")]  # keep the ledger out of the repo
         return cmd
@@ -786,6 +787,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=float,
         default=None,
         help="datawheel serve --max-latency-ms (default: the server's own)",
+    )
+    add(
+        "--datawheel-arg",
+        action="append",
+        metavar="ARG",
+        help="extra argument for datawheel serve (repeatable), e.g. "
+        "--datawheel-arg=--ledger-flush-seconds --datawheel-arg=10",
     )
     add(
         "--kserve-logging",
