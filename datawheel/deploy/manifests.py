@@ -9,29 +9,24 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-from importlib import resources
 from pathlib import Path
 
 from datawheel.errors import DatawheelError
+from datawheel.images import find_images_env
 
 __all__ = ["kubectl", "manifests_root", "overlay_dir", "overlays", "render"]
 
-_REPO_MANIFESTS = Path(__file__).resolve().parent.parent.parent / "manifests"
-
 
 def manifests_root() -> Path:
-    """The ``manifests/`` folder: the installed package data, else the checkout's."""
-    try:
-        packaged = Path(str(resources.files("datawheel.manifests")))
-    except ModuleNotFoundError:
-        packaged = None
-    for root in (packaged, _REPO_MANIFESTS):
-        if root is not None and (root / "base" / "kustomization.yaml").is_file():
-            return root
-    raise DatawheelError(
-        "the kustomize manifests are not installed with datawheel",
-        "reinstall datawheel (pip install .) or run from a checkout of the repository",
-    )
+    """The ``manifests/`` folder: found the way the image setting in it is found (the
+    installed package data, else the checkout's)."""
+    root = Path(str(find_images_env())).parent.parent
+    if not (root / "base" / "kustomization.yaml").is_file():
+        raise DatawheelError(
+            f"the kustomize manifests under {root} are incomplete (no base/kustomization.yaml)",
+            "reinstall datawheel (pip install .) or restore manifests/ in the checkout",
+        )
+    return root
 
 
 def overlays(root: Path | None = None) -> list[str]:

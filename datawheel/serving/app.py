@@ -79,9 +79,7 @@ class _ThrottledLog:
 
 
 def _drift_monitor(model: ServedModel) -> DriftMonitor:
-    mean = model.feature_mean or (0.0,) * model.n_features
-    std = model.feature_std or (1.0,) * model.n_features
-    return DriftMonitor(list(mean), list(std))
+    return DriftMonitor(list(model.feature_mean), list(model.feature_std))
 
 
 class Serving:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,9 @@ class ServedModel:
     n_features: int
     module: Any  # torch.jit.ScriptModule
     load_seconds: float
-    feature_mean: tuple[float, ...] = ()  # the training split's, for drift
-    feature_std: tuple[float, ...] = ()
-    device: str = "cpu"
+    feature_mean: tuple[float, ...]  # the training split's, for drift
+    feature_std: tuple[float, ...]
+    device: str
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 [n, n_classes], for raw float32 rows [n, n_features]."""
@@ -72,15 +72,4 @@ def load_served(
     rng = np.random.default_rng(0)
     for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
         model.predict(rng.normal(size=(n, model.n_features)).astype(np.float32))
-    return ServedModel(
-        model.name,
-        model.version,
-        model.checksum,
-        model.classes,
-        model.n_features,
-        module,
-        time.perf_counter() - start,
-        model.feature_mean,
-        model.feature_std,
-        device,
-    )
+    return replace(model, load_seconds=time.perf_counter() - start)
