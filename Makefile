@@ -9,7 +9,7 @@ DEMO_EPOCHS ?= 40
 
 .PHONY: setup system-deps checkov demo test lint compile bench images clean
 
-# Image names and tags: the one setting, also read by datawheel.images and the kustomization.
+# Image names and tags: the one setting, also read by datawheel.deploy.images and the kustomization.
 include manifests/base/images.env
 
 $(STAMP): pyproject.toml

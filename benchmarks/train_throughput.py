@@ -2,10 +2,10 @@
 
 Both loops train the SAME model from the SAME initial weights on the SAME data
 (scikit-learn digits, tiled to ``--rows``) with the same optimizer step
-(:func:`datawheel.train._train_step`). The only difference is how batches reach
+(:func:`datawheel.training.loop._train_step`). The only difference is how batches reach
 the device:
 
-* resident:   :func:`datawheel.train._train_epoch`, the function ``fit`` runs: the
+* resident:   :func:`datawheel.training.loop._train_epoch`, the function ``fit`` runs: the
   whole dataset is copied to the device once, each epoch slices a device randperm;
 * dataloader: ``DataLoader(TensorDataset(...), shuffle=True)`` on host tensors, each
   batch copied to the device with ``.to(device)``.
@@ -32,8 +32,8 @@ from rich.table import Table
 from sklearn.datasets import load_digits
 from torch.utils.data import DataLoader, TensorDataset
 
-from datawheel.models import MODEL_KINDS, Classifier, build_model
-from datawheel.train import _train_epoch, _train_step, pick_device
+from datawheel.training.loop import _train_epoch, _train_step, pick_device
+from datawheel.training.networks import MODEL_KINDS, Classifier, build_model
 
 
 def _digits(rows: int) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int64]]:

@@ -1,1 +1,1 @@
-"""KFP components: each declares inputs/outputs and makes one call into datawheel.steps."""
+"""KFP components: each declares inputs/outputs and makes one call into a datawheel step."""

@@ -5,7 +5,7 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Markdown, Output
 
-from datawheel.images import CPU_IMAGE
+from datawheel.deploy.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -20,7 +20,7 @@ def ingest(
     """Read the source and commit a content-addressed dataset version."""
     from collections import namedtuple
 
-    from datawheel.steps import ingest_step
+    from datawheel.orchestration.ingest import ingest_step
 
     out = ingest_step(store, source, dataset_name, label, image_size, dataset.path)
     dataset.metadata.update(out)
@@ -30,7 +30,7 @@ def ingest(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def validate(store: str, dataset_name: str, version: str, report: Output[Markdown]) -> bool:
     """Check the version against the reference schema; fail the run on hard anomalies."""
-    from datawheel.steps import validate_step
+    from datawheel.orchestration.validate import validate_step
 
     return bool(validate_step(store, dataset_name, version, report.path)["ok"])
 
@@ -38,6 +38,6 @@ def validate(store: str, dataset_name: str, version: str, report: Output[Markdow
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def prep(store: str, dataset_name: str, version: str, split_seed: int, splits: Output[Dataset]):
     """Deterministic stratified split and the transform fitted on train."""
-    from datawheel.steps import prep_step
+    from datawheel.orchestration.prep import prep_step
 
     splits.metadata.update(prep_step(store, dataset_name, version, split_seed, splits.path))

@@ -14,7 +14,7 @@ from kfp.dsl import (
     Output,
 )
 
-from datawheel.images import CPU_IMAGE
+from datawheel.deploy.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -35,7 +35,7 @@ def evaluate(
     import json
     from collections import namedtuple
 
-    from datawheel.steps import evaluate_step
+    from datawheel.orchestration.evaluate import evaluate_step
 
     ev = evaluate_step(
         store,

@@ -3,7 +3,7 @@
 from kfp import dsl
 from kfp.dsl import HTML, Input, Model
 
-from datawheel.images import CPU_IMAGE
+from datawheel.deploy.images import CPU_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
@@ -18,7 +18,7 @@ def register(
     report: Input[HTML],
 ) -> str:
     """Register the model with its card, metrics and HTML report; returns the run summary."""
-    from datawheel.steps import register_step
+    from datawheel.orchestration.register import register_step
 
     return register_step(
         store,

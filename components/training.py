@@ -5,13 +5,13 @@ from typing import NamedTuple
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from datawheel.images import CPU_IMAGE, TRAIN_IMAGE
+from datawheel.deploy.images import CPU_IMAGE, TRAIN_IMAGE
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def lr_grid(learning_rate: float, sweep_learning_rates: str) -> list:
     """The sweep's learning rates, or just ``learning_rate`` when no sweep is asked for."""
-    from datawheel.steps import lr_grid as grid
+    from datawheel.orchestration.sweep import lr_grid as grid
 
     return grid(learning_rate, sweep_learning_rates)
 
@@ -32,7 +32,7 @@ def train(
     """Fit on the training split (CUDA when present), export TorchScript + int8."""
     from collections import namedtuple
 
-    from datawheel.steps import train_step
+    from datawheel.orchestration.train import train_step
 
     result = train_step(
         splits.path,
@@ -55,6 +55,6 @@ def train(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def pick_best(val_accuracies: list, model_uris: list) -> str:
     """The URI of the sweep's model with the best validation accuracy."""
-    from datawheel.steps import pick_best as pick
+    from datawheel.orchestration.sweep import pick_best as pick
 
     return pick(val_accuracies, model_uris)

@@ -1,12 +1,12 @@
 """Kubernetes platform config for the pipeline's tasks (kfp-kubernetes). kfp.local ignores it.
 
-Pure DSL: the values come from datawheel.platform (settings with defaults).
+Pure DSL: the values come from datawheel.orchestration.cluster (settings with defaults).
 """
 
 from kfp import kubernetes
 from kfp.dsl import PipelineTask
 
-from datawheel.platform import (
+from datawheel.orchestration.cluster import (
     CHECKPOINT_MOUNT,
     RETRIED_STEPS,
     STEP_RESOURCES,
@@ -15,7 +15,7 @@ from datawheel.platform import (
 
 PLATFORM = Platform.from_env()
 
-# Read by datawheel.settings.S3Settings inside the step's container.
+# Read by datawheel.storage.settings.S3Settings inside the step's container.
 _S3_KEYS = {
     "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",

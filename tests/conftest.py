@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_support import Prometheus, launch_prometheus
 
-from datawheel.store import Store
+from datawheel.storage import Store
 
 # --------------------------------------------------------------------------------------
 # Stores: a real SeaweedFS S3 server (session-wide) and a `store` fixture that runs each
@@ -206,11 +206,11 @@ def s3_env(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> SeaweedFS:
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     """A fresh, empty store: LocalStore in tmp_path, or S3Store under a unique prefix."""
     if request.param == "file":
-        from datawheel.store import LocalStore
+        from datawheel.storage import LocalStore
 
         return LocalStore(tmp_path / "store")
-    from datawheel.s3 import S3Store
-    from datawheel.settings import S3Settings
+    from datawheel.storage.s3 import S3Store
+    from datawheel.storage.settings import S3Settings
 
     server: SeaweedFS = request.getfixturevalue("seaweedfs")
     settings = S3Settings(server.endpoint, server.access_key, server.secret_key)

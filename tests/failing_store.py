@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datawheel.store import Store
+from datawheel.storage import Store
 
 
 class FailingStore:
-    """Delegates to a real store, but every put of a key ending in ``fail_suffix`` fails."""
+    """Delegates to a real store, but every write of a key ending in ``fail_suffix`` fails."""
 
     def __init__(self, inner: Store, fail_suffix: str) -> None:
         self.inner = inner
@@ -38,3 +38,16 @@ class FailingStore:
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
         self.inner.get_file(key, path)
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        if key.endswith(self.fail_suffix):
+            raise OSError(f"injected failure creating {key}")
+        return self.inner.create_bytes(key, data)
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        return self.inner.get_tagged(key)
+
+    def replace_bytes(self, key: str, data: bytes, tag: str) -> bool:
+        if key.endswith(self.fail_suffix):
+            raise OSError(f"injected failure replacing {key}")
+        return self.inner.replace_bytes(key, data, tag)

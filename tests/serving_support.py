@@ -16,8 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from datawheel import registry, steps
-from datawheel.store import LocalStore
+from datawheel import registry
+from datawheel.orchestration.ingest import ingest_step
+from datawheel.orchestration.prep import prep_step
+from datawheel.orchestration.register import register_step
+from datawheel.orchestration.train import train_step
+from datawheel.storage import LocalStore
 
 DATAWHEEL = str(Path(sys.executable).with_name("datawheel"))
 
@@ -31,14 +35,14 @@ def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
     """A store with digits models v1..vN trained by the pipeline's own steps; v1 is champion."""
     uri = f"file://{root}"
     os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(root.parent / "ckpt"))
-    steps.ingest_step(uri, "digits", "", "label", 16, str(root.parent / "manifest.json"))
+    ingest_step(uri, "digits", "", "label", 16, str(root.parent / "manifest.json"))
     dv = json.loads((root.parent / "manifest.json").read_text())
     splits = root.parent / "splits"
-    steps.prep_step(uri, "digits", dv["version"], 0, str(splits))
+    prep_step(uri, "digits", dv["version"], 0, str(splits))
     evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})
     for i in range(versions):
         model_dir = root.parent / f"model-{i}"
-        steps.train_step(
+        train_step(
             str(splits),
             str(model_dir),
             _Sink(),
@@ -48,7 +52,7 @@ def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
             learning_rate=1e-3 * (i + 1),
             seed=i,
         )
-        steps.register_step(
+        register_step(
             uri, "digits", str(model_dir), "digits", dv["version"], evaluation, "challenger"
         )
     registry.promote(LocalStore(root), "digits", "v1", alias="champion")

@@ -34,12 +34,12 @@ from serving_support import ServerProcess, digits_rows, free_port, infer_body
 
 from datawheel import registry
 from datawheel.cli.canary import canary as canary_command
-from datawheel.deploy.canary import CANARY, STABLE, CanaryConfig, run_canary
 from datawheel.deploy.canary_policy import Thresholds
 from datawheel.deploy.kube import KubeDeployments, KubeError, connect
 from datawheel.deploy.prom import Prometheus, PrometheusError, observe
+from datawheel.deploy.rollout import CANARY, STABLE, CanaryConfig, run_canary
 from datawheel.errors import DatawheelError
-from datawheel.store import LocalStore, get_json
+from datawheel.storage import LocalStore, get_json
 
 MIN_REQUESTS = 20
 WINDOW = "4s"
@@ -69,7 +69,8 @@ def register_failing_version(store_uri: str, work: Path) -> str:
         scripted = torch.jit.script(_FailsOnRealInputs(inner))  # type: ignore[no-untyped-call]
     scripted.save(str(work / "v3" / "model.ts"))  # type: ignore[no-untyped-call]
     card = {k: v2.card[k] for k in ("dataset", "dataset_version", "metrics", "model_kind")}
-    v3 = registry.register(store, "digits", work / "v3", card=card, alias="challenger")
+    v3 = registry.register(store, "digits", work / "v3", card=card)
+    registry.promote(store, "digits", v3.version, alias="challenger")
     return v3.version
 
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from cli_helpers import datawheel
 
-from datawheel.store import open_store
+from datawheel.storage import open_store
 
 
 def _keys(store: str) -> list[str]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from datawheel.compile import COMPILED_DIR, compile_pipeline, stale
+from datawheel.orchestration.compiler import COMPILED_DIR, compile_pipeline, stale
 
 TRAINING = COMPILED_DIR / "training.yaml"
 ROOT = Path(__file__).resolve().parent.parent
@@ -113,7 +113,7 @@ def _step_executor(step: str) -> str:
 
 
 def test_every_step_has_cpu_and_memory_requests_and_limits() -> None:
-    from datawheel.platform import STEP_RESOURCES
+    from datawheel.orchestration.cluster import STEP_RESOURCES
 
     executors, _ = _executors()
     containers = {name for name, e in executors.items() if "container" in e}
@@ -165,7 +165,7 @@ def test_store_credentials_come_from_a_secret_never_a_literal() -> None:
 
 
 def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes() -> None:
-    from datawheel.platform import CHECKPOINT_MOUNT
+    from datawheel.orchestration.cluster import CHECKPOINT_MOUNT
 
     _, k8s = _executors()
     train = k8s["exec-train"]
@@ -184,7 +184,7 @@ def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes() -> None:
 
 
 def test_timeouts_on_every_step_and_retries_on_the_transient_ones() -> None:
-    from datawheel.platform import RETRIED_STEPS, STEP_RESOURCES
+    from datawheel.orchestration.cluster import RETRIED_STEPS, STEP_RESOURCES
 
     spec, _ = _documents()
     _, k8s = _executors()
@@ -208,7 +208,7 @@ def test_timeouts_on_every_step_and_retries_on_the_transient_ones() -> None:
 
 
 def test_platform_settings_from_the_environment() -> None:
-    from datawheel.platform import Platform
+    from datawheel.orchestration.cluster import Platform
 
     p = Platform.from_env(
         {
@@ -239,7 +239,7 @@ def test_platform_settings_from_the_environment() -> None:
 )
 def test_bad_platform_settings_say_how_to_fix(key: str, value: str, message: str) -> None:
     from datawheel.errors import DatawheelError
-    from datawheel.platform import Platform
+    from datawheel.orchestration.cluster import Platform
 
     with pytest.raises(DatawheelError, match=re.escape(message)) as info:
         Platform.from_env({key: value})

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from failing_store import FailingStore
 
-from datawheel import datasets
+from datawheel.data import versions as datasets
+from datawheel.data.sources import Loaded, load_source
 from datawheel.errors import DatawheelError
-from datawheel.sources import Loaded, load_source
-from datawheel.store import Store
+from datawheel.storage import Store
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,7 @@ def test_get_version_missing(store: Store) -> None:
 
 @pytest.mark.parametrize("name", ["Digits", "-x", "a/b", "a b", "x" * 64, "../x", ".hidden"])
 def test_invalid_names(tmp_path: Path, digits: Loaded, name: str) -> None:
-    from datawheel.store import LocalStore
+    from datawheel.storage import LocalStore
 
     store = LocalStore(tmp_path / "store")
     with pytest.raises(DatawheelError, match="not valid"):
@@ -163,7 +163,7 @@ def test_invalid_names(tmp_path: Path, digits: Loaded, name: str) -> None:
 
 
 def test_empty_frame_rejected(tmp_path: Path) -> None:
-    from datawheel.store import LocalStore
+    from datawheel.storage import LocalStore
 
     frame = pd.DataFrame({"x": np.array([], np.float32), "label": np.array([], str)})
     with pytest.raises(DatawheelError, match="no rows"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datawheel.evaluate import (
+from datawheel.evaluation import (
     Comparison,
     Evaluation,
     as_dict,

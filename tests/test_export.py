@@ -13,11 +13,12 @@ import pytest
 import torch
 from digits_data import raw_split
 
-import datawheel.export as export_mod
+import datawheel.training.export as export_mod
 from datawheel.errors import DatawheelError
-from datawheel.export import export_model, int8_method, load_exported, sha256_file
-from datawheel.models import Classifier, build_model
-from datawheel.train import TrainConfig, fit
+from datawheel.storage.files import sha256_file
+from datawheel.training.export import export_model, int8_method, load_exported
+from datawheel.training.loop import TrainConfig, fit
+from datawheel.training.networks import Classifier, build_model
 
 
 @functools.cache
@@ -148,7 +149,7 @@ def test_load_exported_errors(tmp_path: Path) -> None:
 
 def test_exported_model_imputes_missing_values_like_the_transform(tmp_path: Path) -> None:
     """The served TorchScript applies the same NaN imputation as Transform.apply."""
-    from datawheel.transform import fit_transform
+    from datawheel.data.transform import fit_transform
 
     rng = np.random.default_rng(0)
     raw = rng.normal(size=(64, 5)).astype(np.float32)

@@ -5,7 +5,7 @@ what the linters do not know about this project: pinned bases, a non-root numeri
 tools or health check in the final image, the CPU torch build in the CPU image and the base's
 CUDA torch in the training image, a build context that holds every COPY source and nothing
 else. The wheel is built from exactly that context, as the builder stage does. images.env, the
-one image setting, is checked against datawheel.images, the compiled pipeline and build.sh.
+one image setting, is checked against datawheel.deploy.images, the compiled pipeline and build.sh.
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ from dockerfiles import (
     shell_commands,
 )
 
+from datawheel.deploy.images import Images, find_images_env, parse_images_env, resolve_images
 from datawheel.errors import DatawheelError
-from datawheel.images import Images, find_images_env, parse_images_env, resolve_images
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = {"cpu": ROOT / "docker" / "Dockerfile", "train": ROOT / "docker" / "Dockerfile.train"}
@@ -82,7 +82,7 @@ def _torch_pin() -> str:
 
 
 def _images_env() -> dict[str, str]:
-    """images.env read independently of datawheel.images."""
+    """images.env read independently of datawheel.deploy.images."""
     pairs = (
         line.split("=", 1)
         for line in IMAGES_ENV.read_text(encoding="utf-8").splitlines()
@@ -425,7 +425,7 @@ def test_wheel_built_from_the_build_context_ships_the_image_setting(tmp_path: Pa
     installed = _run([*pip, "install", "--no-deps", "--target", str(site), str(wheel)])
     assert installed.returncode == 0, installed.stderr
     probe = (
-        "import json, datawheel.images as i, datawheel.cli.main; "
+        "import json, datawheel.deploy.images as i, datawheel.cli.main; "
         "print(json.dumps([i.__file__, str(i.find_images_env()), i.CPU_IMAGE, i.TRAIN_IMAGE]))"
     )
     env = _clean_env(PYTHONPATH=str(site))
@@ -442,7 +442,7 @@ def test_wheel_built_from_the_build_context_ships_the_image_setting(tmp_path: Pa
 # --------------------------------------------------------------------------------------------
 
 _EXPORTS = (
-    "import json, datawheel.images as i; "
+    "import json, datawheel.deploy.images as i; "
     "print(json.dumps([i.CPU_IMAGE, i.TRAIN_IMAGE, i.IMAGE_REPOSITORY, i.IMAGE_TAG]))"
 )
 

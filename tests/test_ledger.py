@@ -21,7 +21,7 @@ import pytest
 
 from datawheel.errors import DatawheelError
 from datawheel.serving.ledger import Feedback, Ledger, Prediction, read_ledger
-from datawheel.store import LocalStore, Store, StoreError
+from datawheel.storage import LocalStore, Store, StoreError
 
 MODEL = "digits"
 DAY1 = 1_700_000_000.0  # 2023-11-14 22:13:20 UTC
@@ -142,8 +142,8 @@ def test_store_down_spools_then_uploads_when_back(
         real = _FlakyStore(tmp_path / "store", down)
         factory: Callable[[], Store] = lambda: real  # noqa: E731
     else:  # opening the store fails: a real S3 endpoint that refuses connections
-        from datawheel.s3 import S3Store
-        from datawheel.settings import S3Settings
+        from datawheel.storage.s3 import S3Store
+        from datawheel.storage.settings import S3Settings
 
         server = request.getfixturevalue("seaweedfs")
         up = S3Settings(server.endpoint, server.access_key, server.secret_key)
@@ -178,7 +178,7 @@ _CHILD = textwrap.dedent(
     import sys
     from pathlib import Path
     from datawheel.serving.ledger import Ledger, Prediction
-    from datawheel.store import LocalStore
+    from datawheel.storage import LocalStore
     store_dir, spool, interval = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
     ledger = Ledger(lambda: LocalStore(store_dir), model="digits", spool_dir=spool,
                     flush_interval=interval)

@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from datawheel import images
+from datawheel.deploy import images
 from datawheel.deploy.manifests import manifests_root, overlays, render
 
 ROOT = Path(__file__).resolve().parent.parent

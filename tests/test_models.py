@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from datawheel.errors import DatawheelError
-from datawheel.models import MODEL_KINDS, Classifier, build_model, freeze_backbone
+from datawheel.training.networks import MODEL_KINDS, Classifier, build_model, freeze_backbone
 
 
 def test_kinds() -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from cli_helpers import datawheel, run_json
 
 from datawheel import registry
-from datawheel.store import open_store
+from datawheel.storage import open_store
 
 FAST = ("--param", "epochs=6")
 
@@ -97,7 +97,7 @@ def test_run_on_s3_store(tmp_path: Path, s3_env: Any) -> None:
     store = f"s3://{s3_env.bucket}/e2e-{tmp_path.name}"
     result = run_json("--store", store, *FAST, cwd=tmp_path)  # s3_env set the environment
     assert result["summary"]["decision"] == "promote"
-    from datawheel.s3 import S3Store
+    from datawheel.storage.s3 import S3Store
 
     st = S3Store.from_uri(store)
     mv = registry.resolve(st, "digits", "champion")

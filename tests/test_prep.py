@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datawheel.data.sources import load_source
+from datawheel.data.split import Splits, load_splits, split_frame, write_splits
+from datawheel.data.transform import Transform, fit_transform
 from datawheel.errors import DatawheelError
-from datawheel.prep import Splits, load_splits, split_frame, write_splits
-from datawheel.sources import load_source
-from datawheel.transform import Transform, fit_transform
 
 CLASSES = [str(i) for i in range(10)]
 FEATURES = [f"px_{i}" for i in range(64)]

@@ -12,7 +12,7 @@ from failing_store import FailingStore
 from datawheel import registry
 from datawheel.errors import DatawheelError
 from datawheel.registry import ChecksumError
-from datawheel.store import Store
+from datawheel.storage import Store
 
 
 def _model_dir(root: Path, tag: str = "a") -> Path:
@@ -48,6 +48,7 @@ def test_register_versions_and_card(store: Store, tmp_path: Path) -> None:
     assert v1.metrics == {"accuracy": 0.9}
     assert store.list("models/mnist/versions/v1") == [
         "models/mnist/versions/v1/card.json",
+        "models/mnist/versions/v1/claim.json",
         "models/mnist/versions/v1/model.ts",
         "models/mnist/versions/v1/model_int8.ts",
         "models/mnist/versions/v1/transform.json",
@@ -61,8 +62,8 @@ def test_register_versions_and_card(store: Store, tmp_path: Path) -> None:
 
 
 def test_version_numbers_sort_numerically(store: Store, tmp_path: Path) -> None:
-    src = _model_dir(tmp_path / "m")
-    for _ in range(11):
+    for i in range(11):
+        src = _model_dir(tmp_path / f"m{i}", f"model-{i}")
         last = registry.register(store, "m", src, card={"code_version": "fixed"})
     assert last.version == "v11"
     assert last.card["code_version"] == "fixed"
@@ -79,11 +80,26 @@ def test_register_needs_model_ts(store: Store, tmp_path: Path) -> None:
     assert store.list("models") == []
 
 
-def test_promote_and_rollback(store: Store, tmp_path: Path) -> None:
+def test_same_model_registers_once(store: Store, tmp_path: Path) -> None:
+    """Registering is keyed by model.ts's checksum: a retried step gets the same version."""
     src = _model_dir(tmp_path / "m")
-    registry.register(store, "m", src, card={}, alias="champion")
-    registry.register(store, "m", src, card={})
-    registry.register(store, "m", src, card={})
+    first = registry.register(store, "m", src, card={"note": "first"})
+    again = registry.register(store, "m", src, card={"note": "retry"})
+    assert again.version == first.version == "v1"
+    assert again.card["note"] == "first"
+    assert [m.version for m in registry.list_versions(store, "m")] == ["v1"]
+    other = registry.register(store, "m", _model_dir(tmp_path / "n", "other"), card={})
+    assert other.version == "v2"
+
+
+def _three_versions(store: Store, tmp_path: Path) -> None:
+    for tag in ("a", "b", "c"):
+        registry.register(store, "m", _model_dir(tmp_path / tag, tag), card={"note": tag})
+
+
+def test_promote_and_rollback(store: Store, tmp_path: Path) -> None:
+    _three_versions(store, tmp_path)
+    registry.promote(store, "m", "v1")
     assert registry.resolve(store, "m").version == "v1"
     record = registry.promote(store, "m", "v2", reason="better")
     assert record["version"] == "v2"
@@ -123,9 +139,9 @@ def test_promote_missing_version(store: Store, tmp_path: Path) -> None:
 
 
 def test_resolve(store: Store, tmp_path: Path) -> None:
-    src = _model_dir(tmp_path / "m")
-    registry.register(store, "m", src, card={"note": "one"})
-    registry.register(store, "m", src, card={"note": "two"}, alias="challenger")
+    registry.register(store, "m", _model_dir(tmp_path / "a", "a"), card={"note": "one"})
+    registry.register(store, "m", _model_dir(tmp_path / "b", "b"), card={"note": "two"})
+    registry.promote(store, "m", "v2", alias="challenger")
     assert registry.resolve(store, "m", "v1").card["note"] == "one"
     assert registry.resolve(store, "m", "challenger").card["note"] == "two"
     assert registry.resolve(store, "m", "challenger").version == "v2"
@@ -163,16 +179,20 @@ def test_fetch_detects_tampering(store: Store, tmp_path: Path) -> None:
         registry.fetch(store, registry.resolve(store, "m", "v1"), tmp_path / "dest2")
 
 
-def test_failed_register_leaves_nothing(store: Store, tmp_path: Path) -> None:
-    src = _model_dir(tmp_path / "m")
-    registry.register(store, "m", src, card={}, alias="champion")
-    before = store.list("models")
+def test_failed_register_is_invisible_and_a_retry_completes_it(
+    store: Store, tmp_path: Path
+) -> None:
+    registry.register(store, "m", _model_dir(tmp_path / "m"), card={})
+    src = _model_dir(tmp_path / "n", "new")
     with pytest.raises(OSError, match="injected"):
         registry.register(FailingStore(store, "card.json"), "m", src, card={})
-    assert store.list("models/m/versions/v2") == []
-    assert store.list("models") == before
     assert [m.version for m in registry.list_versions(store, "m")] == ["v1"]
-    assert registry.register(store, "m", src, card={}).version == "v2"
+    with pytest.raises(DatawheelError, match="m:v2 is not in the registry"):
+        registry.resolve(store, "m", "v2")
+    retried = registry.register(store, "m", src, card={})
+    assert retried.version == "v2"  # the retry resumed its own claim: no gap, no v3
+    assert [m.version for m in registry.list_versions(store, "m")] == ["v1", "v2"]
+    registry.fetch(store, retried, tmp_path / "dest")
 
 
 @pytest.mark.parametrize("name", ["MNIST", "-m", "a/b", "a b", "", "m" * 64, "../m"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
-from datawheel.report import confusion_png, evaluation_html, training_curves_png
+from datawheel.evaluation.report import confusion_png, evaluation_html, training_curves_png
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

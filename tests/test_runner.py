@@ -6,7 +6,7 @@ import io
 import sys
 import threading
 
-from datawheel.runner import LogTap, RunEvent
+from datawheel.orchestration.local_runner import LogTap, RunEvent
 
 
 def _tap() -> tuple[LogTap, io.StringIO, list[RunEvent]]:

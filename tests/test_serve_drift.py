@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datawheel.serving.drift import DriftMonitor
+from datawheel.monitoring.drift import DriftMonitor
 
 
 def _monitor() -> DriftMonitor:

@@ -14,9 +14,9 @@ from serving_support import ServerProcess, digits_rows, infer_body
 from tritonclient.utils import InferenceServerException
 
 from datawheel import registry
-from datawheel.export import load_exported
 from datawheel.serving.ledger import read_ledger
-from datawheel.store import open_store
+from datawheel.storage import open_store
+from datawheel.training.export import load_exported
 
 
 @pytest.fixture(scope="module")

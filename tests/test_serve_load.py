@@ -22,7 +22,7 @@ from serving_support import ServerProcess, digits_rows, infer_body
 
 from datawheel import registry
 from datawheel.serving.ledger import read_ledger
-from datawheel.store import LocalStore, open_store
+from datawheel.storage import LocalStore, open_store
 
 ROWS, _ = digits_rows(64)
 
@@ -251,12 +251,14 @@ def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
         registry.promote(store, "digits", "v2", alias="champion")
         _wait_for(lambda: srv.get_json("/v2/models/digits")["versions"] == ["v2"])
         time.sleep(1.0)
-        # v3: a registered version whose stored model.ts is then corrupted
+        # v3: a registered version (its own bytes: registering is keyed by checksum) whose
+        # stored model.ts is then corrupted
+        v3_dir = tmp_path / "v3"
+        shutil.copytree(tmp_path / "store/models/digits/versions/v2", v3_dir)
+        with (v3_dir / "model.ts").open("ab") as f:
+            f.write(b"v3")
         v3 = registry.register(
-            store,
-            "digits",
-            tmp_path / "store/models/digits/versions/v2",
-            card=dict(registry.resolve(store, "digits", "v2").card),
+            store, "digits", v3_dir, card=dict(registry.resolve(store, "digits", "v2").card)
         )
         key = f"models/digits/versions/{v3.version}/model.ts"
         store.put_bytes(key, store.get_bytes(key)[:-100] + b"\0" * 100)

@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datawheel.datasets import ingest
+from datawheel.data.sources import load_source
+from datawheel.data.versions import ingest
 from datawheel.errors import DatawheelError
-from datawheel.sources import load_source
-from datawheel.store import LocalStore
+from datawheel.storage import LocalStore
 
 
 def _table(n: int = 12) -> pd.DataFrame:
@@ -223,7 +223,7 @@ def _digits_csv_bytes(rows: int = 40) -> bytes:
 
 
 def test_s3_uri_source(s3_env: Any) -> None:
-    from datawheel.s3 import S3Store
+    from datawheel.storage.s3 import S3Store
 
     S3Store.from_uri(f"s3://{s3_env.bucket}").put_bytes("raw/digits.csv", _digits_csv_bytes())
     loaded = load_source(f"s3://{s3_env.bucket}/raw/digits.csv")

@@ -15,9 +15,7 @@ from typing import Protocol
 
 import pytest
 
-from datawheel.s3 import S3Store
-from datawheel.settings import S3Settings
-from datawheel.store import (
+from datawheel.storage import (
     KeyNotFoundError,
     LocalStore,
     Store,
@@ -26,6 +24,8 @@ from datawheel.store import (
     open_store,
     put_json,
 )
+from datawheel.storage.s3 import S3Store
+from datawheel.storage.settings import S3Settings
 
 BIG = random.Random(1234).randbytes(6 * 1024 * 1024 + 123)  # > 5 MiB: S3 multipart upload
 S3_ENV_VARS = (

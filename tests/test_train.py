@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from digits_data import normalized_split
 
-import datawheel.train as train_mod
+import datawheel.training.loop as train_mod
 from datawheel.errors import DatawheelError
-from datawheel.models import build_model
-from datawheel.train import FitResult, TrainConfig, fit, pick_device, predict_logits
+from datawheel.training.loop import FitResult, TrainConfig, fit, pick_device, predict_logits
+from datawheel.training.networks import build_model
 
 IMAGE = (1, 8, 8)
 TIMING = {"samples_per_second", "seconds"}

@@ -8,16 +8,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datawheel.datasets import DatasetVersion, ingest_frame
-from datawheel.sources import Loaded, load_source
-from datawheel.store import LocalStore
-from datawheel.validation import (
+from datawheel.data.sources import Loaded, load_source
+from datawheel.data.validation import (
     Limits,
     ValidationError,
     ValidationReport,
     reference_for,
     validate,
 )
+from datawheel.data.versions import DatasetVersion, ingest_frame
+from datawheel.storage import LocalStore
 
 
 @pytest.fixture

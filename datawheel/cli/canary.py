@@ -7,12 +7,12 @@ import json
 
 import click
 
-from datawheel.deploy.canary import CANARY, STABLE, CanaryConfig, run_canary
 from datawheel.deploy.canary_policy import Thresholds
 from datawheel.deploy.canary_spec import parse_steps
 from datawheel.deploy.kube import connect
 from datawheel.deploy.prom import Prometheus
-from datawheel.store import open_store
+from datawheel.deploy.rollout import CANARY, STABLE, CanaryConfig, run_canary
+from datawheel.storage import open_store
 
 __all__ = ["canary"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from datawheel.compile import COMPILED_DIR, compile_all
+from datawheel.orchestration.compiler import COMPILED_DIR, compile_all
 
 
 @click.command("compile")

@@ -8,8 +8,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from datawheel import datasets as ds
-from datawheel.store import open_store
+from datawheel.data import versions as ds
+from datawheel.storage import open_store
 
 _store = click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
 

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from datawheel import registry
-from datawheel.store import open_store
+from datawheel.storage import open_store
 
 _store = click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
 
@@ -60,10 +60,15 @@ def show(ref: str, store: str | None) -> None:
 @click.argument("version")
 @click.option("--alias", default="champion", show_default=True)
 @click.option("--reason", default="manual promotion", show_default=True)
+@click.option("--repair", is_flag=True, help="overwrite a corrupt alias record")
 @_store
-def promote(name: str, version: str, alias: str, reason: str, store: str | None) -> None:
-    """Point ALIAS of model NAME at VERSION (one atomic write)."""
-    record = registry.promote(open_store(store), name, version, alias=alias, reason=reason)
+def promote(
+    name: str, version: str, alias: str, reason: str, repair: bool, store: str | None
+) -> None:
+    """Point ALIAS of model NAME at VERSION (a compare-and-swap; every move is kept)."""
+    record = registry.promote(
+        open_store(store), name, version, alias=alias, reason=reason, repair=repair
+    )
     click.echo(f"{name}@{alias} -> {record['version']}")
 
 

@@ -12,12 +12,12 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from datawheel.errors import DatawheelError
-from datawheel.params import defaults, parse_params
+from datawheel.orchestration.local_runner import LocalRunner, RunEvent, RunResult
+from datawheel.orchestration.params import defaults, parse_params
+from datawheel.orchestration.preflight import check_training
+from datawheel.orchestration.sweep import lr_grid
 from datawheel.pipelines import PIPELINES
 from datawheel.pipelines.training import SWEEP_PARALLELISM
-from datawheel.preflight import check_training
-from datawheel.runner import LocalRunner, RunEvent, RunResult
-from datawheel.steps import lr_grid
 
 
 @click.command()

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import click
 
-from datawheel.compile import compile_pipeline
 from datawheel.errors import DatawheelError
-from datawheel.params import parse_params
+from datawheel.orchestration.compiler import compile_pipeline
+from datawheel.orchestration.params import parse_params
+from datawheel.orchestration.remote import submit as submit_run
 from datawheel.pipelines import PIPELINES
-from datawheel.runner import submit as submit_run
 
 
 @click.command()

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from datawheel.deploy.images import find_images_env
 from datawheel.errors import DatawheelError
-from datawheel.images import find_images_env
 
 __all__ = ["kubectl", "manifests_root", "overlay_dir", "overlays", "render"]
 

@@ -22,8 +22,8 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
+from datawheel.monitoring.drift import DriftMonitor
 from datawheel.serving.batcher import DynamicBatcher
-from datawheel.serving.drift import DriftMonitor
 from datawheel.serving.ledger import Feedback, Ledger, PredictionBatch
 from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel

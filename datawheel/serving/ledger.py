@@ -39,7 +39,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from datawheel.errors import DatawheelError
-from datawheel.store import Store, validate_name
+from datawheel.storage import Store, validate_name
 
 __all__ = ["Feedback", "Ledger", "Prediction", "PredictionBatch", "read_ledger"]
 

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from datawheel import registry
-from datawheel.export import load_exported
-from datawheel.store import Store
-from datawheel.transform import Transform
+from datawheel.data.transform import Transform
+from datawheel.storage import Store
+from datawheel.training.export import load_exported
 
 __all__ = ["ServedModel", "load_served"]
 

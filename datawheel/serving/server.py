@@ -23,7 +23,7 @@ from datawheel.serving.ledger import Ledger, read_ledger
 from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel, load_served
 from datawheel.serving.predictions import PredictionIndex
-from datawheel.store import Store, open_store
+from datawheel.storage import Store, open_store
 
 __all__ = ["AliasWatcher", "ServeConfig", "build_app", "run"]
 
@@ -74,6 +74,7 @@ class AliasWatcher:
         self.alias = alias
         self.poll_seconds = poll_seconds
         self.refused: set[str] = set()
+        self._last_problem = ""
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -88,16 +89,29 @@ class AliasWatcher:
     async def _loop(self) -> None:
         while True:
             await asyncio.sleep(self.poll_seconds)
-            await asyncio.get_running_loop().run_in_executor(None, self.check)
+            try:
+                await asyncio.get_running_loop().run_in_executor(None, self.check)
+            except Exception as exc:  # never let one bad poll end the watcher
+                self._warn_once(f"alias watcher poll failed: {exc}")
+
+    def _warn_once(self, message: str) -> None:
+        """Log a problem when it first appears (or changes), not on every poll."""
+        if message != self._last_problem:
+            self._last_problem = message
+            log.warning("%s", message)
 
     def check(self) -> str | None:
         """One poll: swap if the alias moved to a loadable version; the version swapped to."""
         name = self.serving.model.name
         try:
             record = registry.get_alias(self.store, name, self.alias)
-        except Exception as exc:  # store unreachable: keep serving, try again next poll
-            log.warning("cannot read alias %s@%s: %s", name, self.alias, exc)
+        except Exception as exc:  # store down or a corrupt record: keep serving, poll again
+            self._warn_once(
+                f"cannot read alias {name}@{self.alias}, still serving "
+                f"{self.serving.model.version}: {exc}"
+            )
             return None
+        self._last_problem = ""
         if record is None:
             return None
         version = str(record["version"])

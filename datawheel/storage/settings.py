@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from datawheel.store import StoreError
+from datawheel.storage.base import StoreError
 
 __all__ = ["S3Settings"]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 __all__ = ["COMPILED_DIR", "compile_all", "compile_pipeline", "stale"]
 
-COMPILED_DIR = Path(__file__).resolve().parent.parent / "pipelines" / "compiled"
+COMPILED_DIR = Path(__file__).resolve().parents[2] / "pipelines" / "compiled"
 
 
 def compile_pipeline(name: str, out_dir: str | Path = COMPILED_DIR) -> Path:

@@ -13,7 +13,6 @@ twice gives the same version and writes nothing new.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 from dataclasses import dataclass
@@ -23,9 +22,9 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from datawheel.data.sources import Loaded, load_source
 from datawheel.errors import DatawheelError
-from datawheel.sources import Loaded, load_source
-from datawheel.store import (
+from datawheel.storage import (
     KeyNotFoundError,
     Store,
     delete_quietly,
@@ -33,6 +32,7 @@ from datawheel.store import (
     put_json,
     validate_name,
 )
+from datawheel.storage.files import sha256_bytes
 
 __all__ = [
     "DatasetVersion",
@@ -133,7 +133,7 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
             f"source {loaded.source!r} has no rows", "ingest a file with at least one data row"
         )
     data = _parquet_bytes(frame)
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     version = digest[:16]
     existing = _try_get(store, name, version)
     if existing is not None:
@@ -205,7 +205,7 @@ def list_datasets(store: Store) -> list[str]:
 def read_frame(store: Store, version: DatasetVersion) -> pd.DataFrame:
     """The rows of a version; the bytes are checked against the content address."""
     data = store.get_bytes(f"{_prefix(version.name, version.version)}/data.parquet")
-    if hashlib.sha256(data).hexdigest() != version.manifest["sha256"]:
+    if sha256_bytes(data) != version.manifest["sha256"]:
         raise DatawheelError(
             f"dataset {version.name}@{version.version} does not match its checksum",
             "the stored copy is corrupt; ingest the source again",

@@ -70,7 +70,7 @@ def _load_digits() -> Loaded:
 
 
 def _read_s3(uri: str) -> bytes:
-    from datawheel.s3 import S3Store
+    from datawheel.storage.s3 import S3Store
 
     bucket_and_key = uri[len("s3://") :]
     if "/" not in bucket_and_key:

@@ -45,7 +45,7 @@ from datawheel.deploy.canary_spec import (
 from datawheel.deploy.kube import Deployments
 from datawheel.deploy.prom import Prometheus, observe, validate_window
 from datawheel.errors import DatawheelError
-from datawheel.store import Store, put_json, validate_name
+from datawheel.storage import Store, put_json, validate_name
 
 __all__ = ["CanaryConfig", "run_canary"]
 
@@ -209,7 +209,13 @@ class _Rollout:
 
     def promote(self, challenger: str, reason: str) -> None:
         """Move the champion alias (the stable pods hot-swap to it), then drop the canary."""
-        registry.promote(self.store, self.cfg.model, challenger, reason=f"canary: {reason}")
+        registry.promote(
+            self.store,
+            self.cfg.model,
+            challenger,
+            reason=f"canary: {reason}",
+            expect=self.record["stable_version"],  # refused if the champion moved meanwhile
+        )
         self.record["champion_moved_to"] = challenger
         self.remove_canary()
 

@@ -1,4 +1,5 @@
-"""The evaluation as one self-contained HTML page: metrics, decision, curves, confusion matrix.
+"""The evaluation as reports: Markdown for the KFP UI and the CLI, and one self-contained
+HTML page with metrics, decision, training curves and the confusion matrix.
 
 Plots are drawn with matplotlib (Agg, no display) and embedded as base64 PNGs, so the
 page renders in the KFP UI's HTML viewer and opens straight from the store.
@@ -12,7 +13,9 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["confusion_png", "evaluation_html", "training_curves_png"]
+from datawheel.evaluation.metrics import Evaluation
+
+__all__ = ["confusion_png", "evaluation_html", "report_markdown", "training_curves_png"]
 
 
 def _png(fig: Any) -> bytes:
@@ -109,3 +112,50 @@ td{{padding:.2em .8em;border-bottom:1px solid #ddd}}
 <h2>Confusion matrix</h2>{_img(confusion_png(classes, confusion), "confusion matrix")}
 </body></html>
 """
+
+
+def report_markdown(ev: Evaluation, *, model: str, dataset: str) -> str:
+    """The evaluation as Markdown, for the KFP UI and the CLI."""
+    c = ev.comparison
+    m = ev.metrics
+    lines = [
+        f"# Evaluation: {c.decision.upper()}",
+        "",
+        f"Challenger `{model}` on the test split of `{dataset}`.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        *[f"| {k} | {v:.4f} |" for k, v in {**m, **ev.extra}.items()],
+        "",
+        "## Decision",
+        "",
+        c.reason + ".",
+    ]
+    if c.champion_version is not None and c.champion_accuracy is not None:
+        lines += [
+            "",
+            f"Champion `{c.champion_version}` accuracy {c.champion_accuracy:.4f}; "
+            f"challenger {m['accuracy']:.4f}.",
+        ]
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | precision | recall | f1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for cls, s in ev.per_class.items():
+        lines.append(
+            f"| {cls} | {s['precision']:.3f} | {s['recall']:.3f} | {s['f1']:.3f} "
+            f"| {int(s['support'])} |"
+        )
+    lines += [
+        "",
+        "## Confusion matrix (rows: true, columns: predicted)",
+        "",
+        "| | " + " | ".join(ev.classes) + " |",
+        "|---" * (len(ev.classes) + 1) + "|",
+    ]
+    for cls, row in zip(ev.classes, ev.confusion, strict=True):
+        lines.append(f"| **{cls}** | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,10 +1,9 @@
-"""The Runner seam: run a compiled pipeline locally (kfp.local) or submit it to a KFP API.
+"""The local half of the Runner seam: run a pipeline on this machine through kfp.local.
 
 :class:`LocalRunner` drives kfp.local's ``SubprocessRunner(use_venv=False)`` and
 taps its output: each line goes to a log file, task starts and ends become
 progress events, and ``[datawheel]`` lines from step bodies (per-epoch progress,
-body timings, errors) are passed on. :func:`submit` uploads the compiled
-package through ``kfp.Client``.
+body timings, errors) are passed on. The remote half is :mod:`datawheel.orchestration.remote`.
 """
 
 from __future__ import annotations
@@ -22,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from datawheel.errors import DatawheelError
-from datawheel.steps import ERROR_FILE_ENV
+from datawheel.orchestration.step import ERROR_FILE_ENV
 
-__all__ = ["LocalRunner", "LogTap", "RunEvent", "RunResult", "StepTiming", "submit"]
+__all__ = ["LocalRunner", "LogTap", "RunEvent", "RunResult", "StepTiming"]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _START = re.compile(r"Executing task '([^']+)'")
@@ -207,42 +205,3 @@ def _first_error(path: Path) -> str | None:
     except FileNotFoundError:
         return None
     return lines[0] if lines else None
-
-
-class _Client(Protocol):
-    def create_run_from_pipeline_package(self, pipeline_file: str, **kwargs: Any) -> Any: ...
-
-
-def submit(
-    package: str | Path,
-    *,
-    host: str,
-    arguments: Mapping[str, Any],
-    experiment: str,
-    run_name: str,
-    client_factory: Callable[..., _Client] | None = None,
-    token: str | None = None,
-) -> str:
-    """Upload a compiled pipeline to the KFP API at ``host`` and start a run; returns its id."""
-    if client_factory is None:
-        import kfp
-
-        client_factory = kfp.Client
-    try:
-        client = client_factory(host=host, existing_token=token)
-        result = client.create_run_from_pipeline_package(
-            str(package),
-            arguments=dict(arguments),
-            run_name=run_name,
-            experiment_name=experiment,
-            enable_caching=False,
-        )
-    except DatawheelError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatawheelError(
-            f"KFP API at {host} refused or failed the submission: {first[:200]}",
-            "check --host (the KFP API URL, e.g. http://localhost:8080) and your credentials",
-        ) from exc
-    return str(getattr(result, "run_id", result))

@@ -2,6 +2,12 @@
 
 Every put is one ``PutObject`` (or one multipart upload for large payloads), which S3
 makes visible all at once, so the store's atomic-put contract holds without temp keys.
+
+Conditional writes are S3's own: an exclusive create is ``PutObject`` with
+``If-None-Match: *`` and a compare-and-swap is ``PutObject`` with ``If-Match: <ETag>``;
+a lost race is answered ``412 Precondition Failed`` (or ``409`` while another conditional
+write to the key is in flight). AWS S3, MinIO and SeaweedFS (4.x, checked by the tests)
+honour both headers.
 """
 
 from __future__ import annotations
@@ -9,18 +15,18 @@ from __future__ import annotations
 import io
 import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import certifi
 import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
-from datawheel.settings import S3Settings
-from datawheel.store import KeyNotFoundError, StoreError, validate_key
+from datawheel.storage.base import KeyNotFoundError, StoreError
+from datawheel.storage.files import atomic_write
+from datawheel.storage.keys import validate_key
+from datawheel.storage.settings import S3Settings
 
 __all__ = ["S3Store"]
 
@@ -29,7 +35,11 @@ _CREDENTIAL_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 )
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject"})
+# A conditional write that lost: the precondition failed, or a concurrent conditional
+# write to the same key is still in flight (AWS answers 409 ConditionalRequestConflict).
+_LOST_RACE_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict"})
 # urllib3 wraps socket/TLS failures in its own errors; local file errors must not match here.
+_Headers = dict[str, str | list[str] | tuple[str]]  # minio's type for request headers
 _NETWORK_ERRORS = (urllib3.exceptions.HTTPError, ConnectionError)
 
 
@@ -196,22 +206,49 @@ class S3Store:
             self.client.put_object(self.bucket, name, f, os.fstat(f.fileno()).st_size)
 
     def get_file(self, key: str, path: str | os.PathLike[str]) -> None:
-        """Download ``key`` to ``path`` (written to a temp file, then renamed into place)."""
+        """Download ``key`` to ``path`` (streamed into a temp file, then renamed into place)."""
         name = self._name(key)
-        target = Path(path)
         with self._errors("get", key):
             response = self.client.get_object(self.bucket, name)
             try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-" + target.name)
-                try:
-                    with os.fdopen(fd, "wb") as f:
-                        for chunk in response.stream(1 << 20):
-                            f.write(chunk)
-                    os.replace(tmp, target)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+                atomic_write(
+                    path,
+                    lambda fh: [fh.write(chunk) for chunk in response.stream(1 << 20)],
+                    fsync=False,
+                )
             finally:
                 response.close()
                 response.release_conn()
+
+    def _put_if(self, key: str, data: bytes, headers: _Headers) -> bool:
+        name = self._name(key)
+        try:
+            with self._errors("conditional put", key):
+                try:
+                    self.client._put_object(self.bucket, name, data, headers=headers)
+                except S3Error as exc:
+                    if exc.code in _LOST_RACE_CODES:
+                        return False
+                    raise
+        except KeyNotFoundError:  # If-Match on a key deleted meanwhile
+            return False
+        return True
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        return self._put_if(key, data, {"If-None-Match": "*"})
+
+    def get_tagged(self, key: str) -> tuple[bytes, str]:
+        name = self._name(key)
+        with self._errors("get", key):
+            response = self.client.get_object(self.bucket, name)
+            try:
+                return bytes(response.read()), str(response.headers.get("ETag", ""))
+            finally:
+                response.close()
+                response.release_conn()
+
+    def replace_bytes(self, key: str, data: bytes, tag: str) -> bool:
+        if not tag:
+            return False
+        etag = tag if tag.startswith('"') else f'"{tag}"'
+        return self._put_if(key, data, {"If-Match": etag})

@@ -3,7 +3,7 @@
 The whole dataset is copied to the device once; every epoch draws one
 ``torch.randperm`` on the device and slices mini-batches from it, so there is
 no DataLoader and no per-batch host-to-device copy. Checkpoint handling and
-seeding live in :mod:`datawheel._checkpoint`.
+seeding live in :mod:`datawheel.training.checkpoint`.
 
 Resume rule: a checkpoint is reused when its fingerprint (every
 :class:`TrainConfig` field except ``epochs``, the data shapes, ``image_shape``,
@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from datawheel import _checkpoint as ckpt
 from datawheel.errors import DatawheelError
-from datawheel.models import MODEL_KINDS, Classifier, build_model, freeze_backbone
+from datawheel.training import checkpoint as ckpt
+from datawheel.training.networks import MODEL_KINDS, Classifier, build_model, freeze_backbone
 
 __all__ = ["FitResult", "TrainConfig", "fit", "pick_device", "predict_logits"]
 

@@ -11,9 +11,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from datawheel.datasets import DatasetVersion, list_versions
+from datawheel.data.versions import DatasetVersion, list_versions
 from datawheel.errors import DatawheelError
-from datawheel.store import Store
+from datawheel.storage import Store
 
 __all__ = ["Anomaly", "Limits", "ValidationError", "ValidationReport", "reference_for", "validate"]
 

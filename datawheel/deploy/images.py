@@ -39,7 +39,7 @@ _REQUIRED = (CPU_IMAGE_KEY, TRAIN_IMAGE_KEY)
 
 _PACKAGE = "datawheel.manifests"
 _RESOURCE = ("base", "images.env")
-_CHECKOUT_FILE = Path(__file__).resolve().parent.parent / "manifests" / "base" / "images.env"
+_CHECKOUT_FILE = Path(__file__).resolve().parents[2] / "manifests" / "base" / "images.env"
 
 _FIX_FORMAT = "write one NAME=IMAGE:TAG per line (no spaces, quotes or `export`; # comments)"
 _KEY = re.compile(r"[A-Z_][A-Z0-9_]*")

@@ -1,4 +1,4 @@
-"""Training-run state, seeding and atomic resumable checkpoints for :mod:`datawheel.train`.
+"""Training-run state, seeding and atomic resumable checkpoints for :mod:`datawheel.training.loop`.
 
 A checkpoint (``last.pt``) holds the model and optimizer state, the completed
 epoch, the best state so far, the early-stopping counters, the history and the
@@ -14,9 +14,8 @@ import json
 import math
 import os
 import random
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypedDict, cast
@@ -26,7 +25,8 @@ import torch
 from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
-from datawheel.models import Classifier
+from datawheel.storage.files import atomic_write
+from datawheel.training.networks import Classifier
 
 __all__ = [
     "RunState",
@@ -227,23 +227,12 @@ def save(
         "rng": _rng_state(device),
     }
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write(path, lambda fh: torch.save(payload, fh))
     except OSError as exc:
         raise DatawheelError(
             f"cannot write a checkpoint in {path.parent} ({exc.strerror or exc})",
             "point the checkpoint folder at a writable directory",
         ) from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def load(path: Path, fingerprint: str, log: Callable[[str], None]) -> _Checkpoint | None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datawheel.data.transform import Transform, fit_transform
 from datawheel.errors import DatawheelError
-from datawheel.transform import Transform, fit_transform
 
 __all__ = ["Splits", "load_splits", "split_frame", "write_splits"]
 

@@ -15,12 +15,9 @@ weight-only int8 fallback (int8 weights + per-row scales, dequantized in
 # No ``from __future__ import annotations`` here: TorchScript must resolve the real
 # annotations of the scripted modules below.
 import copy
-import hashlib
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -31,13 +28,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
+from datawheel.storage.files import atomic_write
 
 __all__ = [
     "EXPORT_FILES",
     "export_model",
     "int8_method",
     "load_exported",
-    "sha256_file",
 ]
 
 EXPORT_FILES: dict[str, str] = {
@@ -53,7 +50,7 @@ class _Normalized(nn.Module):
     """``net((impute(x) - mean) / std)``: the served module, fed raw feature rows.
 
     Missing values (NaN) become the training mean, exactly as
-    :meth:`datawheel.transform.Transform.apply` does before training.
+    :meth:`datawheel.data.transform.Transform.apply` does before training.
     """
 
     mean: Tensor
@@ -155,18 +152,6 @@ def _stats(name: str, values: npt.NDArray[Any], n_features: int | None) -> Tenso
     return torch.from_numpy(arr.copy())
 
 
-def _atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def _script(module: nn.Module) -> torch.jit.ScriptModule:
     with _quiet():
         scripted: torch.jit.ScriptModule = torch.jit.script(module.eval())
@@ -201,10 +186,10 @@ def export_model(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state = net.state_dict()
-    _atomic_write(out / EXPORT_FILES["state_dict"], lambda fh: torch.save(state, fh))
-    _atomic_write(out / EXPORT_FILES["torchscript"], _jit_save(_script(wrapper)))
+    atomic_write(out / EXPORT_FILES["state_dict"], lambda fh: torch.save(state, fh))
+    atomic_write(out / EXPORT_FILES["torchscript"], _jit_save(_script(wrapper)))
     int8 = _script(_quantize_int8(wrapper))
-    _atomic_write(out / EXPORT_FILES["torchscript_int8"], _jit_save(int8))
+    atomic_write(out / EXPORT_FILES["torchscript_int8"], _jit_save(int8))
     return dict(EXPORT_FILES)
 
 
@@ -225,12 +210,3 @@ def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModu
         ) from None
     module.eval()
     return module
-
-
-def sha256_file(path: str | Path) -> str:
-    """Hex SHA-256 of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

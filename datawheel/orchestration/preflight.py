@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from datawheel.datasets import default_name
+from datawheel.data.sources import load_source
+from datawheel.data.versions import default_name
 from datawheel.errors import DatawheelError
-from datawheel.models import MODEL_KINDS
-from datawheel.sources import load_source
-from datawheel.steps import lr_grid
-from datawheel.store import LocalStore, open_store
+from datawheel.orchestration.sweep import lr_grid
+from datawheel.storage import LocalStore, open_store
+from datawheel.training.networks import MODEL_KINDS
 
 __all__ = ["check_training"]
 

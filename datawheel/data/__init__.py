@@ -1,0 +1,1 @@
+"""Data: sources, content-addressed dataset versions, validation, the split and the transform."""

@@ -1,0 +1,1 @@
+"""Monitoring: how far production inputs have drifted from the training data."""

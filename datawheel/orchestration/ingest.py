@@ -1,0 +1,29 @@
+"""Ingest step: read the source and commit a dataset version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from datawheel.data import versions as datasets
+from datawheel.orchestration.step import log, pipeline_step
+from datawheel.storage import open_store
+
+__all__ = ["ingest_step"]
+
+
+@pipeline_step
+def ingest_step(
+    store: str, source: str, dataset: str, label: str, image_size: int, manifest_path: str
+) -> dict[str, Any]:
+    """Read the source and commit a dataset version; write its manifest to the artifact."""
+    dv = datasets.ingest(
+        open_store(store), source, name=dataset, label=label, image_size=image_size
+    )
+    Path(manifest_path).write_text(json.dumps(dv.manifest, indent=2))
+    log(
+        f"dataset {dv.name}@{dv.version}: {dv.manifest['rows']} rows, "
+        f"{len(dv.features)} features, {len(dv.classes)} classes"
+    )
+    return {"name": dv.name, "version": dv.version, "rows": dv.manifest["rows"]}

@@ -1,0 +1,112 @@
+"""Train step: fit on the training split, export, and leave what serving needs."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from datawheel import registry
+from datawheel.orchestration.step import MetricsSink, log, pipeline_step
+from datawheel.storage import open_store
+from datawheel.storage.files import sha256_bytes, sha256_file
+
+__all__ = ["CHECKPOINT_ENV", "checkpoint_dir_for", "train_step"]
+
+CHECKPOINT_ENV = "DATAWHEEL_CHECKPOINT_DIR"
+
+
+def _fingerprint(splits_dir: str, config: dict[str, Any]) -> str:
+    data = sha256_file(Path(splits_dir, "splits.npz")) + json.dumps(config, sort_keys=True)
+    return sha256_bytes(data.encode())[:16]
+
+
+def checkpoint_dir_for(splits_dir: str, config: dict[str, Any], root: str = "") -> Path:
+    """Where a training step keeps its per-epoch checkpoint, stable across re-runs."""
+    base = root or os.environ.get(CHECKPOINT_ENV) or str(Path.home() / ".cache/datawheel/ckpt")
+    return Path(base) / _fingerprint(splits_dir, config)
+
+
+@pipeline_step
+def train_step(
+    splits_dir: str,
+    model_dir: str,
+    metrics: MetricsSink,
+    *,
+    model_kind: str,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    store: str = "",
+    transfer_from: str = "",
+    checkpoint_root: str = "",
+) -> dict[str, float]:
+    """Fit, export (TorchScript + int8), and leave everything serving needs in ``model_dir``."""
+    from datawheel.data.split import load_splits
+    from datawheel.training.export import export_model
+    from datawheel.training.loop import TrainConfig, fit
+
+    config = TrainConfig(
+        model_kind=model_kind, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed
+    )
+    config.validate()
+    splits = load_splits(splits_dir)
+    tf = splits.transform
+    image_shape = tuple(tf.image_shape) if tf.image_shape else None
+    init_state = _transfer_state(store, transfer_from) if transfer_from else None
+    ckpt = checkpoint_dir_for(
+        splits_dir, {**vars(config), "transfer_from": transfer_from}, checkpoint_root
+    )
+    result = fit(
+        tf.apply(splits.x_train),
+        splits.y_train,
+        tf.apply(splits.x_val),
+        splits.y_val,
+        n_classes=len(tf.classes),
+        image_shape=image_shape,  # type: ignore[arg-type]
+        config=config,
+        checkpoint_dir=ckpt,
+        init_state=init_state,
+        freeze=bool(transfer_from),
+        log=log,
+    )
+    out = Path(model_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    export_model(
+        result.model,
+        mean=np.asarray(tf.mean, np.float32),
+        std=np.asarray(tf.std, np.float32),
+        out_dir=out,
+    )
+    tf.save(out / "transform.json")
+    info = {
+        "config": vars(config),
+        "metrics": result.metrics,
+        "history": result.history,
+        "device": result.device,
+        "transfer_from": transfer_from,
+    }
+    (out / "train.json").write_text(json.dumps(info, indent=2))
+    for name, value in result.metrics.items():
+        metrics.log_metric(name, float(value))
+    return {k: float(v) for k, v in result.metrics.items()}
+
+
+def _transfer_state(store: str, ref: str) -> dict[str, Any]:
+    import torch
+
+    name, alias = registry.parse_ref(ref)
+    st = open_store(store)
+    mv = registry.resolve(st, name, alias)
+    with tempfile.TemporaryDirectory() as tmp:
+        registry.fetch(st, mv, tmp)
+        state: dict[str, Any] = torch.load(
+            Path(tmp, "model.pt"), map_location="cpu", weights_only=True
+        )
+    log(f"transfer: starting from {name}:{mv.version}, backbone frozen")
+    return state

@@ -1,0 +1,1 @@
+"""Training: the networks, the device-resident training loop, checkpoints and export."""
