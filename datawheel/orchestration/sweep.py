@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from datawheel.errors import DatawheelError
@@ -20,15 +22,30 @@ def lr_grid(learning_rate: float, sweep: str) -> list[float]:
             "pass e.g. --param sweep_learning_rates=0.001,0.003,0.01",
         ) from exc
     rates = rates or [learning_rate]
-    if any(r <= 0 for r in rates):
-        raise DatawheelError(f"learning rates {rates} must be positive", "pass rates > 0")
+    if not all(math.isfinite(r) and r > 0 for r in rates):
+        raise DatawheelError(
+            f"learning rates {rates} must be positive finite numbers",
+            "pass rates such as 0.001",
+        )
     return rates
 
 
 def pick_best(val_accuracies: list[float], model_uris: list[str]) -> str:
-    """The model URI with the best validation accuracy (the first one on ties)."""
+    """The model URI with the best validation accuracy: the first one on ties; a trial whose
+    accuracy is NaN never wins."""
     if not val_accuracies or len(val_accuracies) != len(model_uris):
-        raise DatawheelError("no sweep results to choose from", "check the train steps' logs")
-    best = int(np.argmax(np.asarray(val_accuracies, np.float64)))
-    log(f"sweep: best of {len(model_uris)} has val_accuracy={val_accuracies[best]:.4f}")
+        raise DatawheelError(
+            f"{len(val_accuracies)} sweep accuracies for {len(model_uris)} models: nothing to "
+            "choose from",
+            "check the train steps' logs",
+        )
+    acc = np.asarray(val_accuracies, np.float64)
+    if np.isnan(acc).all():
+        raise DatawheelError(
+            "every sweep trial has a NaN validation accuracy",
+            "check the train steps' logs; lower the learning rates",
+        )
+    best = int(np.argmax(np.where(np.isnan(acc), -np.inf, acc)))
+    shown = ", ".join(f"{a:.4f}" for a in acc)
+    log(f"sweep: val_accuracy per trial [{shown}]; best is trial {best + 1} with {acc[best]:.4f}")
     return model_uris[best]

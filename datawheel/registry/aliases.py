@@ -143,15 +143,15 @@ def _move(
             data, tag = store.get_tagged(key)
             current = None
         now = current["version"] if current else None
+        target, history = target_of(current)
+        if now == target and not repair:
+            return current or {}  # already there: a retried move changes nothing
         if expect is not ANY and now != expect:
             raise AliasMovedError(
                 f"{name}@{alias} points at {now or 'nothing'}, not {expect or 'nothing'} as "
                 "this move expected: it moved after the decision was made",
                 f"re-run the evaluation against the current {alias}",
             )
-        target, history = target_of(current)
-        if current and current["version"] == target and not repair:
-            return current  # already there: a retried move changes nothing
         moves = list(current.get("moves", [])) if current else []
         moves.append({"from": now, "to": target, "reason": reason, "at": _now()})
         record = {
