@@ -94,12 +94,17 @@ def test_int8_fallback_when_torch_has_no_quantize_dynamic(
 
 
 def test_state_dict_round_trips_and_hashes(tmp_path: Path) -> None:
-    model, mean, std, _ = _trained("cnn")
+    model, mean, std, raw = _trained("cnn")
     files = export_model(model, mean=mean, std=std, out_dir=tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files.values())
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     rebuilt = build_model("cnn", 64, 10, (1, 8, 8), hidden=64)
     rebuilt.load_state_dict(state)
+    rebuilt.eval()
+    # the reloaded network computes what the trained one does (on normalized rows)
+    np.testing.assert_allclose(
+        _eager_on_raw(rebuilt, mean, std, raw), _eager_on_raw(model, mean, std, raw), atol=1e-6
+    )
     for name in files.values():
         digest = sha256_file(tmp_path / name)
         assert digest == hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
 from datawheel.training import checkpoint as ckpt
-from datawheel.training.networks import MODEL_KINDS, Classifier, build_model, freeze_backbone
+from datawheel.training.networks import Classifier, build_model, check_model_kind, freeze_backbone
 
 __all__ = ["FitResult", "TrainConfig", "fit", "pick_device", "predict_logits"]
 
@@ -54,11 +54,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         """Raise :class:`DatawheelError` for a value training cannot use; return ``self``."""
-        if self.model_kind not in MODEL_KINDS:
-            raise DatawheelError(
-                f"unknown model_kind {self.model_kind!r}; allowed kinds: {', '.join(MODEL_KINDS)}",
-                "use --param model_kind=mlp",
-            )
+        check_model_kind(self.model_kind)
         checks = [
             ("epochs", self.epochs >= 1, "at least 1", "30"),
             ("batch_size", self.batch_size >= 1, "at least 1", "64"),

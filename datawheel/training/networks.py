@@ -14,9 +14,21 @@ from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
 
-__all__ = ["MODEL_KINDS", "Classifier", "build_model", "freeze_backbone"]
+__all__ = ["MODEL_KINDS", "Classifier", "build_model", "check_model_kind", "freeze_backbone"]
 
 MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn")
+
+
+
+def check_model_kind(kind: str) -> str:
+    """Return ``kind`` if it is one of :data:`MODEL_KINDS`, else a one-line DatawheelError."""
+    if kind not in MODEL_KINDS:
+        raise DatawheelError(
+            f"unknown model kind {kind!r}",
+            f"use --param model_kind= one of {', '.join(MODEL_KINDS)}",
+        )
+    return kind
+
 
 _DROPOUT = 0.2
 _CNN_CHANNELS = (32, 64)
@@ -119,11 +131,7 @@ def build_model(
     hidden: int = 128,
 ) -> Classifier:
     """Build a freshly initialized classifier of ``kind`` (one of :data:`MODEL_KINDS`)."""
-    if kind not in MODEL_KINDS:
-        raise DatawheelError(
-            f"unknown model kind {kind!r}; allowed kinds: {', '.join(MODEL_KINDS)}",
-            f"use --param model_kind={MODEL_KINDS[0]}",
-        )
+    check_model_kind(kind)
     if n_features < 1:
         raise DatawheelError("the dataset has no feature columns", "ingest data with features")
     if n_classes < 2:
