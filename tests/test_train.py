@@ -228,15 +228,6 @@ def test_bad_config_is_a_user_error(bad: dict[str, Any]) -> None:
         _fit(config)
 
 
-def test_config_from_params() -> None:
-    config = TrainConfig.from_params({"epochs": "7", "lr": "0.01", "model_kind": "cnn"})
-    assert (config.epochs, config.lr, config.model_kind) == (7, 0.01, "cnn")
-    with pytest.raises(DatawheelError, match="unknown training parameter 'epoch'"):
-        TrainConfig.from_params({"epoch": "3"})
-    with pytest.raises(DatawheelError, match="not a valid int"):
-        TrainConfig.from_params({"epochs": "many"})
-
-
 def test_bad_labels_are_a_user_error() -> None:
     with pytest.raises(DatawheelError, match="class indices"):
         _fit(TrainConfig(epochs=1), n_classes=5)

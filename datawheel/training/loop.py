@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,27 +70,6 @@ class TrainConfig:
                     f"use --param {name}={example}",
                 )
         return self
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, object]) -> TrainConfig:
-        """Build a validated config from ``--param key=value`` pairs (values may be strings)."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in params.items():
-            if key not in fields:
-                raise DatawheelError(
-                    f"unknown training parameter {key!r}; known: {', '.join(fields)}",
-                    "drop it or fix its spelling",
-                )
-            kind = type(getattr(cls(), key))
-            try:
-                values[key] = kind(raw)
-            except (TypeError, ValueError):
-                raise DatawheelError(
-                    f"training parameter {key}={raw!r} is not a valid {kind.__name__}",
-                    f"use --param {key}={getattr(cls(), key)}",
-                ) from None
-        return cls(**values).validate()
 
 
 @dataclass
