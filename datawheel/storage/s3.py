@@ -12,9 +12,11 @@ honour both headers.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -80,6 +82,7 @@ class S3Store:
         self.bucket = bucket
         self.prefix = prefix
         self.settings = settings
+        self._conditional_checked = False
         self.uri = f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
     @classmethod
@@ -221,6 +224,11 @@ class S3Store:
                 response.release_conn()
 
     def _put_if(self, key: str, data: bytes, headers: _Headers) -> bool:
+        if not self._conditional_checked:
+            self._check_conditional_writes()
+        return self._put_if_raw(key, data, headers)
+
+    def _put_if_raw(self, key: str, data: bytes, headers: _Headers) -> bool:
         name = self._name(key)
         try:
             with self._errors("conditional put", key):
@@ -233,6 +241,26 @@ class S3Store:
         except KeyNotFoundError:  # If-Match on a key deleted meanwhile
             return False
         return True
+
+    def _check_conditional_writes(self) -> None:
+        """Refuse a server that ignores If-None-Match (MinIO before mid-2024, for one): on it
+        concurrent writers would silently overwrite each other. Checked once per store."""
+        probe = f"_datawheel/conditional-probe/{uuid.uuid4().hex}"
+        try:
+            first = self._put_if_raw(probe, b"1", {"If-None-Match": "*"})
+            second = self._put_if_raw(probe, b"2", {"If-None-Match": "*"})
+        finally:
+            with contextlib.suppress(StoreError):
+                self.delete(probe)
+        if not (first and not second):
+            raise StoreError(
+                f"the S3 server at {self.settings.endpoint} ignores conditional writes "
+                "(PutObject with If-None-Match), so concurrent writers could overwrite each "
+                "other's model versions and aliases",
+                "use a server that honours them: AWS S3, SeaweedFS 3.x/4.x, or MinIO from "
+                "RELEASE.2024-08 on",
+            )
+        self._conditional_checked = True
 
     def create_bytes(self, key: str, data: bytes) -> bool:
         return self._put_if(key, data, {"If-None-Match": "*"})
