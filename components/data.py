@@ -36,8 +36,17 @@ def validate(store: str, dataset_name: str, version: str, report: Output[Markdow
 
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
-def prep(store: str, dataset_name: str, version: str, split_seed: int, splits: Output[Dataset]):
-    """Deterministic stratified split and the transform fitted on train."""
+def prep(
+    store: str,
+    dataset_name: str,
+    version: str,
+    split_seed: int,
+    splits: Output[Dataset],
+    report: Output[Markdown],
+):
+    """Split each row by its content hash, report the split, fit the transform on train."""
     from datawheel.orchestration.prep import prep_step
 
-    splits.metadata.update(prep_step(store, dataset_name, version, split_seed, splits.path))
+    splits.metadata.update(
+        prep_step(store, dataset_name, version, split_seed, splits.path, report.path)
+    )

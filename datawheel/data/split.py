@@ -1,4 +1,12 @@
-"""Deterministic stratified train/val/test split and the fitted transform.
+"""Train/val/test split by a fixed threshold on each row's content hash, and the fitted transform.
+
+A row's split is a fixed function of its feature values and the split seed alone: its
+canonical float32 bytes are hashed with BLAKE2b salted by the seed, the first 8 bytes map to
+``u`` uniform in [0, 1), and ``u < test_fraction`` goes to test, ``u < test_fraction +
+val_fraction`` to val, anything else to train. So adding or removing rows never moves another
+row, identical rows always share a split, and each class lands in each split in proportion
+(up to binomial noise) without any count-based cut. A class too small to reach every split is
+reported (:class:`~datawheel.data.split_report.SplitReport`), not dropped.
 
 The split is written as ``splits.npz`` with RAW features (the exported model
 carries its own transform, so the champion and the challenger score the same raw
@@ -14,10 +22,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datawheel.data.split_report import SPLIT_NAMES, SplitReport
 from datawheel.data.transform import Transform, fit_transform
 from datawheel.errors import DatawheelError
 
-__all__ = ["Splits", "load_splits", "split_frame", "write_splits"]
+__all__ = [
+    "SPLIT_NAMES",
+    "SplitPlan",
+    "SplitReport",
+    "Splits",
+    "assign_splits",
+    "load_splits",
+    "plan_split",
+    "row_hashes",
+    "split_frame",
+    "write_splits",
+]
+
+TRAIN, VAL, TEST = 0, 1, 2  # codes in SplitPlan.assignment, in SPLIT_NAMES order
+_PERSON = b"datawheel.split"  # BLAKE2b personalization: these hashes are for splitting only
 
 
 @dataclass(frozen=True)
@@ -31,6 +54,105 @@ class Splits:
     transform: Transform
 
 
+def row_hashes(x: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A uint64 per row: BLAKE2b of the row's canonical float32 bytes, salted by ``seed``.
+
+    Canonical: little-endian float32, ``-0.0`` as ``0.0`` and every NaN as the one quiet NaN,
+    so rows equal as the model sees them hash equal.
+    """
+    rows = np.asarray(x)
+    if rows.ndim != 2:
+        raise ValueError(f"expected a 2-D array of rows, got shape {rows.shape}")
+    canon = rows.astype(np.float32) + np.float32(0.0)  # a fresh copy; -0.0 + 0.0 == +0.0
+    canon[np.isnan(canon)] = np.nan
+    canon = np.ascontiguousarray(canon, dtype="<f4")  # the same bytes on every platform
+    salt = hashlib.blake2b(str(int(seed)).encode(), digest_size=16).digest()
+    n, width = canon.shape[0], canon.shape[1] * 4
+    if n == 0:
+        return np.zeros(0, np.uint64)
+    if width == 0:
+        one = hashlib.blake2b(b"", digest_size=8, salt=salt, person=_PERSON).digest()
+        return np.full(n, np.frombuffer(one, "<u8")[0], np.uint64)
+    buf = canon.data.cast("B")  # zero-copy; slices of it are hashed in place
+    digests = b"".join(
+        hashlib.blake2b(buf[i : i + width], digest_size=8, salt=salt, person=_PERSON).digest()
+        for i in range(0, n * width, width)
+    )
+    return np.frombuffer(digests, "<u8").astype(np.uint64)
+
+
+def assign_splits(
+    x: np.ndarray, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
+) -> np.ndarray:
+    """Each row's split code (TRAIN, VAL, TEST) by a fixed threshold on its salted hash."""
+    _check_fractions(val_fraction, test_fraction)
+    u = (row_hashes(x, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1)
+    codes = np.full(len(u), TRAIN, np.int8)
+    codes[u < test_fraction + val_fraction] = VAL
+    codes[u < test_fraction] = TEST
+    return codes
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """A frame's rows encoded and each row's split decided, before anything is fitted."""
+
+    x: np.ndarray  # float32 features, one row per frame row
+    y: np.ndarray  # int64 class index into ``classes``
+    assignment: np.ndarray  # int8 split code per row: TRAIN, VAL or TEST
+    classes: list[str]
+    features: list[str]
+    seed: int
+    val_fraction: float
+    test_fraction: float
+
+    def report(self) -> SplitReport:
+        k = len(SPLIT_NAMES)
+        cells = np.bincount(self.y * k + self.assignment, minlength=len(self.classes) * k)
+        counts = cells.reshape(len(self.classes), k).astype(np.int64)
+        return SplitReport(self.classes, counts, self.seed, self.val_fraction, self.test_fraction)
+
+    def splits(self, image_shape: list[int] | None = None) -> Splits:
+        """The split rows and the transform fitted on train; raises if training cannot use it."""
+        self.report().raise_if_unusable()
+        train, val, test = (np.flatnonzero(self.assignment == code) for code in (TRAIN, VAL, TEST))
+        transform = fit_transform(self.x[train], self.features, self.classes, image_shape)
+        x, y = self.x, self.y
+        return Splits(x[train], y[train], x[val], y[val], x[test], y[test], transform)
+
+
+def plan_split(
+    frame: pd.DataFrame,
+    *,
+    label: str,
+    features: list[str],
+    classes: list[str],
+    seed: int = 0,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+) -> SplitPlan:
+    """Encode ``frame`` and assign every row to a split by its content hash."""
+    _check_fractions(val_fraction, test_fraction)
+    index = {c: i for i, c in enumerate(classes)}
+    y = frame[label].astype(str).map(index)
+    if y.isna().any():
+        raise DatawheelError(
+            "rows carry labels outside the class list", "validate the dataset first"
+        )
+    x = frame[features].to_numpy(np.float32)
+    assignment = assign_splits(x, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    return SplitPlan(
+        x,
+        y.to_numpy(np.int64),
+        assignment,
+        list(classes),
+        list(features),
+        seed,
+        val_fraction,
+        test_fraction,
+    )
+
+
 def split_frame(
     frame: pd.DataFrame,
     *,
@@ -42,60 +164,31 @@ def split_frame(
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
 ) -> Splits:
-    """Stratified split by row content: a row lands in the same split in every version.
+    """Split by row content: a row lands in the same split in every version.
 
     ``seed`` salts the row hash; it is the *split* seed, independent of training's
     seed, so a challenger and the champion are always scored on rows neither saw.
+    Raises :class:`DatawheelError` if train, val or test would be unusable (see
+    :meth:`SplitReport.raise_if_unusable`).
     """
+    plan = plan_split(
+        frame,
+        label=label,
+        features=features,
+        classes=classes,
+        seed=seed,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+    )
+    return plan.splits(image_shape)
 
+
+def _check_fractions(val_fraction: float, test_fraction: float) -> None:
     if not 0 < val_fraction < 1 or not 0 < test_fraction < 1 or val_fraction + test_fraction >= 1:
         raise DatawheelError(
             f"split fractions val={val_fraction} test={test_fraction} are not valid",
             "pick fractions in (0, 1) that sum to less than 1",
         )
-    index = {c: i for i, c in enumerate(classes)}
-    y = frame[label].astype(str).map(index)
-    if y.isna().any():
-        raise DatawheelError(
-            "rows carry labels outside the class list", "validate the dataset first"
-        )
-    x = frame[features].to_numpy(np.float32)
-    yy = y.to_numpy(np.int64)
-    counts = np.bincount(yy, minlength=len(classes))
-    if counts.min() < 3:
-        rare = [classes[i] for i in np.flatnonzero(counts < 3)][:5]
-        raise DatawheelError(
-            f"class(es) {', '.join(rare)} have fewer than 3 rows, too few to split",
-            "add rows for those classes or drop them",
-        )
-    train, val, test = _hash_split(x, yy, seed, val_fraction, test_fraction)
-    transform = fit_transform(x[train], features, classes, image_shape)
-    return Splits(x[train], yy[train], x[val], yy[val], x[test], yy[test], transform)
-
-
-def _hash_split(
-    x: np.ndarray, y: np.ndarray, seed: int, val_fraction: float, test_fraction: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    salt = np.uint64(seed * 0x9E3779B97F4A7C15 % (1 << 64))
-    rows = np.ascontiguousarray(np.nan_to_num(x, nan=-1.0).astype(np.float32))
-    keys = np.array(
-        [hashlib.blake2b(r.tobytes() + salt.tobytes(), digest_size=8).digest() for r in rows]
-    )
-    train, val, test = [], [], []
-    for cls in np.unique(y):
-        members = np.flatnonzero(y == cls)
-        members = members[np.argsort(keys[members], kind="stable")]
-        n = len(members)
-        n_test = max(1, round(n * test_fraction))
-        n_val = max(1, round(n * val_fraction))
-        test.append(members[:n_test])
-        val.append(members[n_test : n_test + n_val])
-        train.append(members[n_test + n_val :])
-    return (
-        np.sort(np.concatenate(train)),
-        np.sort(np.concatenate(val)),
-        np.sort(np.concatenate(test)),
-    )
 
 
 def write_splits(splits: Splits, out_dir: str | Path) -> None:

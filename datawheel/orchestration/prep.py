@@ -1,6 +1,8 @@
-"""Prep step: split a dataset version and fit the transform on its training rows."""
+"""Prep step: split a dataset version, report the split, fit the transform on its training rows."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from datawheel.data import versions as datasets
 from datawheel.orchestration.step import log, pipeline_step
@@ -11,29 +13,41 @@ __all__ = ["prep_step"]
 
 @pipeline_step
 def prep_step(
-    store: str, dataset: str, version: str, split_seed: int, out_dir: str
+    store: str,
+    dataset: str,
+    version: str,
+    split_seed: int,
+    out_dir: str,
+    report_path: str = "",
 ) -> dict[str, int]:
-    """Stratified split and the transform fitted on the training rows."""
-    from datawheel.data.split import split_frame, write_splits
+    """Split by each row's content hash, write the prep report, fit the transform on train.
+
+    The report (Markdown, at ``report_path`` if given) is written before the split is
+    checked, so a dataset that training cannot use still leaves a report saying why.
+    """
+    from datawheel.data.split import plan_split, write_splits
 
     st = open_store(store)
     dv = datasets.get_version(st, dataset, version)
-    splits = split_frame(
+    plan = plan_split(
         datasets.read_frame(st, dv),
         label=dv.label,
         features=dv.features,
         classes=dv.classes,
-        image_shape=dv.manifest.get("image_shape"),
         seed=split_seed,
     )
+    report = plan.report()
+    if report_path:
+        Path(report_path).write_text(report.markdown(f"{dv.name}@{dv.version}"))
+    log(report.summary())
+    for warning in report.warnings:
+        log(f"warning: {warning}")
+    splits = plan.splits(dv.manifest.get("image_shape"))  # raises if training cannot use it
     write_splits(splits, out_dir)
-    sizes = {
-        "train_rows": len(splits.y_train),
-        "val_rows": len(splits.y_val),
-        "test_rows": len(splits.y_test),
+    sizes = report.sizes
+    return {
+        "train_rows": sizes["train"],
+        "val_rows": sizes["val"],
+        "test_rows": sizes["test"],
+        "split_warnings": len(report.warnings),
     }
-    log(
-        f"split {sizes['train_rows']}/{sizes['val_rows']}/{sizes['test_rows']} "
-        f"(split seed {split_seed})"
-    )
-    return sizes
