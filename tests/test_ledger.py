@@ -102,9 +102,14 @@ def test_concurrent_appends_land_exactly_once(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     ledger = _ledger(store, tmp_path / "spool", flush_interval=0.02)  # rotate under load
 
+    errors: list[BaseException] = []  # an exception in a thread would only be a warning
+
     def worker(t: int) -> None:
-        for i in range(500):
-            ledger.append([_pred(t * 1000 + i)])
+        try:
+            for i in range(500):
+                ledger.append([_pred(t * 1000 + i)])
+        except BaseException as exc:
+            errors.append(exc)
 
     threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
     for thread in threads:
@@ -112,6 +117,7 @@ def test_concurrent_appends_land_exactly_once(tmp_path: Path) -> None:
     for thread in threads:
         thread.join()
     ledger.close()
+    assert errors == []
     ids = _ids(store)
     assert len(ids) == 4000 and len(set(ids)) == 4000
     assert ledger.backlog == 0 and _wals(tmp_path / "spool") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -183,7 +184,14 @@ def _infer_count(text: str) -> float:
 
 
 def test_bearer_token_guards_infer_and_feedback_only(model_store: str, tmp_path: Path) -> None:
-    srv = ServerProcess(model_store, tmp_path / "spool", env={"DATAWHEEL_SERVE_TOKEN": "s3cret"})
+    # a store of its own (the models, no ledger yet): its ledger holds what this test wrote
+    shutil.copytree(
+        model_store.removeprefix("file://"),
+        tmp_path / "store",
+        ignore=shutil.ignore_patterns("ledger"),
+    )
+    store = f"file://{tmp_path / 'store'}"
+    srv = ServerProcess(store, tmp_path / "spool", env={"DATAWHEEL_SERVE_TOKEN": "s3cret"})
     srv.start()
     try:
         rows, _ = digits_rows(1)
@@ -196,18 +204,19 @@ def test_bearer_token_guards_infer_and_feedback_only(model_store: str, tmp_path:
             == 401
         )
         assert srv.post("/v2/models/digits/feedback", {"id": "x", "label": "1"})[0] == 401
-        assert (
-            srv.post(
-                "/v2/models/digits/infer", infer_body(rows), {"Authorization": "Bearer s3cret"}
-            )[0]
-            == 200
+        status, doc = srv.post(
+            "/v2/models/digits/infer", infer_body(rows), {"Authorization": "Bearer s3cret"}
         )
+        assert status == 200
+        answered = doc["parameters"]["prediction_ids"]
         assert srv.get_json("/v2/health/ready")["ready"] is True
         assert "datawheel_requests_total" in srv.metrics()
     finally:
         # uvicorn finishes in-flight requests, then re-raises SIGTERM: exit by signal 15
         assert srv.stop() == -15
-    # the graceful shutdown flushed the ledger: nothing left spooled, the prediction stored
+    # the graceful shutdown flushed the ledger: nothing left spooled, and the store holds the
+    # one authorized prediction and nothing of the refused requests
     assert not list((tmp_path / "spool").glob("*.wal*"))
-    stored = read_ledger(open_store(model_store), model="digits")
-    assert len(stored) >= 1
+    stored = read_ledger(open_store(store), model="digits")
+    assert len(answered) == 1 and list(stored["id"]) == answered
+    assert read_ledger(open_store(store), model="digits", kind="feedback").empty

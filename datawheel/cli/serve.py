@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from datawheel.serving.app import Limits
+from datawheel.serving.app import RequestLimits
 from datawheel.serving.server import ServeConfig, run
 
 
@@ -88,7 +88,7 @@ def serve(
             port=port,
             max_batch_size=max_batch_size,
             max_latency_ms=max_latency_ms,
-            limits=Limits(max_body_bytes=max_body_bytes, max_rows=max_rows),
+            limits=RequestLimits(max_body_bytes=max_body_bytes, max_rows=max_rows),
             spool_dir=spool_dir,
             ledger_flush_seconds=ledger_flush_seconds,
             poll_seconds=poll_seconds,

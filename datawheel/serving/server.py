@@ -18,11 +18,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from datawheel import registry
-from datawheel.serving.app import Limits, Serving, ServingApp
+from datawheel.serving.app import RequestLimits, ServingApp
 from datawheel.serving.ledger import Ledger, read_ledger
 from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel, load_served
 from datawheel.serving.predictions import PredictionIndex
+from datawheel.serving.state import Serving
 from datawheel.storage import Store, open_store
 
 __all__ = ["AliasWatcher", "ServeConfig", "build_app", "run"]
@@ -39,7 +40,7 @@ class ServeConfig:
     port: int = 8080
     max_batch_size: int = 64
     max_latency_ms: float = 2.0
-    limits: Limits = field(default_factory=Limits)
+    limits: RequestLimits = field(default_factory=RequestLimits)
     spool_dir: str = ""
     ledger_flush_seconds: float = 2.0
     poll_seconds: float = 2.0

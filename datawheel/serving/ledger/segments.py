@@ -1,0 +1,59 @@
+"""The ledger in the store: Parquet segments, one folder per kind, model and UTC day.
+
+    ledger/{predictions,feedback}/model=M/date=YYYY-MM-DD/S.parquet
+
+``S`` is the name of the WAL file the rows came from (``<time_ns>-<hex8>``), so uploading
+a WAL file again after a crash overwrites its segments instead of duplicating rows. The
+writer (:mod:`.writer`) puts segments; the reader (:mod:`.reader`) lists and reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from datawheel.errors import DatawheelError
+from datawheel.serving.ledger.records import SCHEMAS
+from datawheel.storage import Store, validate_name
+
+__all__ = ["segment_prefix", "write_segments"]
+
+_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def segment_prefix(kind: str, model: str, date: str | None = None) -> str:
+    """The store prefix of ``model``'s ``kind`` segments (of one UTC ``date`` if given)."""
+    if kind not in SCHEMAS:
+        raise DatawheelError(f"ledger kind {kind!r} is unknown", "use predictions or feedback")
+    if date is not None and not _DATE_RE.match(date):
+        raise DatawheelError(f"ledger date {date!r} is not YYYY-MM-DD", "pass e.g. 2024-05-31")
+    prefix = f"ledger/{kind}/model={validate_name(model, 'model name')}"
+    return prefix + (f"/date={date}" if date else "")
+
+
+def write_segments(store: Store, kind: str, parts: list[pa.Table], segment: str) -> None:
+    """Put the rows of ``parts`` (tables with ``kind``'s columns) as the Parquet segments
+    named ``segment``: one per model and UTC day of their ``ts``."""
+    if not parts:
+        return
+    schema = SCHEMAS[kind]
+    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
+    for model, date, part in _partitions(table):
+        sink = pa.BufferOutputStream()
+        pq.write_table(part, sink, compression="zstd")
+        key = f"ledger/{kind}/model={model}/date={date}/{segment}.parquet"
+        store.put_bytes(key, sink.getvalue().to_pybytes())
+
+
+def _partitions(table: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:
+    """``(model, YYYY-MM-DD, rows)`` for each model and UTC day in ``table``."""
+    models = np.asarray(table.column("model").to_pylist(), dtype=object)
+    days = np.floor(table.column("ts").to_numpy() / 86400.0).astype(np.int64)
+    for model, day in sorted(set(zip(models.tolist(), days.tolist(), strict=True))):
+        rows = (models == model) & (days == day)
+        part = table if rows.all() else table.filter(pa.array(rows))
+        yield model, str(np.datetime64(day, "D")), part
