@@ -1,15 +1,29 @@
 """Evaluation: metrics on the test split, the champion comparison, and the reports."""
 
-from datawheel.evaluation.compare import Comparison, compare, paired_bootstrap
+from datawheel.evaluation.champion import ChampionScore, input_mismatch, score_champion
+from datawheel.evaluation.compare import (
+    Comparison,
+    cannot_compare,
+    compare,
+    describe_confidence,
+    paired_bootstrap,
+)
 from datawheel.evaluation.metrics import Evaluation, as_dict, classification_metrics
+from datawheel.evaluation.predict import predict_classes
 from datawheel.evaluation.report import report_markdown
 
 __all__ = [
+    "ChampionScore",
     "Comparison",
     "Evaluation",
     "as_dict",
+    "cannot_compare",
     "classification_metrics",
     "compare",
+    "describe_confidence",
+    "input_mismatch",
     "paired_bootstrap",
+    "predict_classes",
     "report_markdown",
+    "score_champion",
 ]

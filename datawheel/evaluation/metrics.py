@@ -58,4 +58,6 @@ def as_dict(ev: Evaluation) -> dict[str, Any]:
         "diff": c.diff,
         "ci_low": c.ci_low,
         "ci_high": c.ci_high,
+        "confidence": c.confidence,
+        "margin": c.margin,
     }

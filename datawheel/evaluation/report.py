@@ -13,6 +13,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from datawheel.evaluation.compare import describe_confidence
 from datawheel.evaluation.metrics import Evaluation
 
 __all__ = ["confusion_png", "evaluation_html", "report_markdown", "training_curves_png"]
@@ -136,6 +137,14 @@ def report_markdown(ev: Evaluation, *, model: str, dataset: str) -> str:
             "",
             f"Champion `{c.champion_version}` accuracy {c.champion_accuracy:.4f}; "
             f"challenger {m['accuracy']:.4f}.",
+        ]
+    elif c.champion_version is not None:
+        lines += ["", f"Champion `{c.champion_version}` was not scored on these test rows."]
+    if c.confidence is not None and c.margin is not None:
+        lines += [
+            "",
+            f"Rule: promote when {describe_confidence(c.confidence)} of the paired accuracy "
+            f"difference (challenger - champion) is above the margin {c.margin:+.4f}.",
         ]
     lines += [
         "",

@@ -1,30 +1,36 @@
-"""Evaluate step: score the challenger and compare it with the champion."""
+"""Evaluate step: score the challenger and compare it with the champion.
+
+Both models are scored through their exported TorchScript (raw features in) on the same raw
+test rows, in batches, so memory stays bounded however large the test split is.
+"""
 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from datawheel import registry
+from datawheel.errors import DatawheelError
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 
 __all__ = ["evaluate_step"]
 
 
-def _predict(model_path: Path, x: np.ndarray) -> np.ndarray:
-    import torch
+def _predict(model_path: Path, x: np.ndarray, n_classes: int) -> np.ndarray:
+    """The challenger's predicted class per row; a broken export is a user error."""
+    from datawheel.evaluation.predict import ModelOutputError, predict_classes
 
-    from datawheel.training.export import load_exported
-
-    module = load_exported(model_path)
-    with torch.inference_mode():
-        logits: torch.Tensor = module(torch.from_numpy(np.ascontiguousarray(x, np.float32)))
-    return np.asarray(logits.argmax(1).numpy())
+    try:
+        return predict_classes(model_path, x, n_classes=n_classes)
+    except (ModelOutputError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DatawheelError(
+            f"{model_path.name} cannot score the test split ({first})",
+            "re-run the train step on these splits so the model matches them",
+        ) from None
 
 
 @pipeline_step
@@ -39,8 +45,15 @@ def evaluate_step(
     metrics: MetricsSink,
     seed: int = 0,
     html_path: str = "",
+    confidence: float = 0.95,
 ) -> dict[str, Any]:
     """Score the challenger (float and int8) and compare it with the champion on the test rows.
+
+    Promote when there is no champion, or when the lower bound of the two-sided
+    ``confidence`` paired bootstrap interval of the accuracy difference is above ``margin``:
+    a one-sided test at ``(1 + confidence) / 2``, 97.5% for the default 0.95. A champion that
+    exists but cannot be scored on these rows (other features or image shape, corrupt or
+    unloadable files) means ``reject``, with the reason named and ``champion_version`` set.
 
     Writes the Markdown report to ``report_path`` and, when ``html_path`` is given, the
     HTML report with training curves and the confusion matrix.
@@ -50,21 +63,41 @@ def evaluate_step(
     from datawheel.evaluation import (
         Evaluation,
         as_dict,
+        cannot_compare,
         classification_metrics,
         compare,
         report_markdown,
+        score_champion,
     )
 
+    if not 0 < confidence < 1:
+        raise DatawheelError(
+            f"confidence={confidence} is not a probability", "use a value such as 0.95"
+        )
     splits = load_splits(splits_dir)
     classes = splits.transform.classes
     y_true = splits.y_test
-    pred = _predict(Path(model_dir, "model.ts"), splits.x_test)
+    pred = _predict(Path(model_dir, "model.ts"), splits.x_test, len(classes))
     scores, per_class, confusion = classification_metrics(y_true, pred, classes)
-    int8_acc = float(np.mean(_predict(Path(model_dir, "model_int8.ts"), splits.x_test) == y_true))
-    correct_old, champion = _champion_correct(store, model_name, splits)
-    comparison = compare(
-        pred == y_true, correct_old, margin=margin, seed=seed, champion_version=champion
-    )
+    correct_new = pred == y_true
+    del pred
+    int8_pred = _predict(Path(model_dir, "model_int8.ts"), splits.x_test, len(classes))
+    int8_acc = float(np.mean(int8_pred == y_true)) if len(y_true) else 0.0
+    del int8_pred
+    champ = score_champion(open_store(store), model_name, splits.x_test, y_true, splits.transform)
+    if champ.note:
+        log(f"champion {champ.version}: {champ.note}")
+    if champ.problem:
+        comparison = cannot_compare(champ.version, champ.problem)
+    else:
+        comparison = compare(
+            correct_new,
+            champ.correct,
+            margin=margin,
+            seed=seed,
+            champion_version=champ.version,
+            confidence=confidence,
+        )
     ev = Evaluation(
         classes, scores, per_class, confusion, comparison, extra={"int8_accuracy": int8_acc}
     )
@@ -91,24 +124,3 @@ def evaluate_step(
         f"int8={int8_acc:.4f}; decision: {comparison.decision} ({comparison.reason})"
     )
     return {**as_dict(ev), "classes": classes, "confusion": confusion}
-
-
-def _champion_correct(
-    store: str, model_name: str, splits: Any
-) -> tuple[np.ndarray | None, str | None]:
-    st = open_store(store)
-    if registry.get_alias(st, model_name, "champion") is None:
-        return None, None
-    mv = registry.resolve(st, model_name, "champion")
-    with tempfile.TemporaryDirectory() as tmp:
-        registry.fetch(st, mv, tmp)
-        from datawheel.data.transform import Transform
-
-        champ_tf = Transform.load(Path(tmp, "transform.json"))
-        if champ_tf.features != splits.transform.features:
-            log(f"champion {mv.version} was trained on other features; comparing as if absent")
-            return None, None
-        pred = _predict(Path(tmp, "model.ts"), splits.x_test)
-    champ_labels = np.asarray(champ_tf.classes)[pred]
-    true_labels = np.asarray(splits.transform.classes)[splits.y_test]
-    return champ_labels == true_labels, mv.version
