@@ -25,7 +25,7 @@ from datawheel.registry.catalog import (
     read_card,
     register,
 )
-from datawheel.registry.records import CorruptRecordError
+from datawheel.registry.parsing import CorruptRecordError
 
 __all__ = [
     "ALIASES",

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 from datawheel.errors import DatawheelError
 from datawheel.registry.catalog import ModelVersion, list_models, read_card
-from datawheel.registry.records import VERSION_RE, parse_record
+from datawheel.registry.parsing import VERSION_RE, parse_record
 from datawheel.storage import KeyNotFoundError, Store, StoreError, to_json_bytes
 
 __all__ = [

@@ -28,7 +28,7 @@ from typing import Any
 
 import datawheel
 from datawheel.errors import DatawheelError
-from datawheel.registry.records import (
+from datawheel.registry.parsing import (
     VERSION_RE,
     CorruptRecordError,
     parse_record,

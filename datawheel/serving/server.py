@@ -20,10 +20,10 @@ from pathlib import Path
 from datawheel import registry
 from datawheel.serving.app import RequestLimits, ServingApp
 from datawheel.serving.ledger import Ledger, read_ledger
-from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel, load_served
 from datawheel.serving.predictions import PredictionIndex
 from datawheel.serving.state import Serving
+from datawheel.serving.telemetry import ServingMetrics
 from datawheel.storage import Store, open_store
 
 __all__ = ["AliasWatcher", "ServeConfig", "build_app", "run"]

@@ -20,10 +20,10 @@ import numpy as np
 from datawheel.monitoring.drift import DriftMonitor
 from datawheel.serving.batcher import DynamicBatcher
 from datawheel.serving.ledger import Feedback, Ledger, PredictionBatch
-from datawheel.serving.metrics import ServingMetrics
 from datawheel.serving.model import ServedModel
 from datawheel.serving.predictions import PredictionIndex
 from datawheel.serving.protocol import ProtocolError
+from datawheel.serving.telemetry import ServingMetrics
 
 __all__ = ["BatchResult", "Serving"]
 

@@ -19,7 +19,6 @@ __all__ = ["MODEL_KINDS", "Classifier", "build_model", "check_model_kind", "free
 MODEL_KINDS: tuple[str, ...] = ("mlp", "cnn")
 
 
-
 def check_model_kind(kind: str) -> str:
     """Return ``kind`` if it is one of :data:`MODEL_KINDS`, else a one-line DatawheelError."""
     if kind not in MODEL_KINDS:
