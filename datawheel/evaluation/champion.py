@@ -3,12 +3,14 @@
 The champion is scored through its own exported model (``model.ts`` takes RAW features, its
 fitted transform is inside) on the same raw test rows as the challenger:
 
-- features with the same names in another order are reordered to the champion's order;
+- the champion gets its own columns by name: another order is reordered, and features the
+  split has beyond the champion's (one the challenger added) are left out;
 - class sets may differ: predictions are compared as label strings, so the champion is
   simply wrong on rows of a class it never knew;
-- other features, another image shape, files that fail their checksum, a model that cannot
-  be loaded or run: the champion exists but cannot be scored, and :class:`ChampionScore`
-  says why (the caller rejects; it never pretends there is no champion).
+- a feature the champion needs and the split lacks, another image shape, files that fail
+  their checksum, a model that cannot be loaded or run: the champion exists but cannot be
+  scored, and :class:`ChampionScore` says why (the caller rejects; it never pretends there
+  is no champion).
 
 A store that cannot be reached is not a reason to reject: that error propagates, so the step
 fails and can be retried.
@@ -61,18 +63,19 @@ def _shape(shape: Sequence[int] | None) -> str:
 def input_mismatch(version: str, champion: Transform, test: Transform) -> str:
     """Why the champion cannot take the test split's raw rows; "" when it can.
 
-    The same feature names in any order can be scored (the columns are reordered).
+    The champion is given the columns it was trained on, by name: the same names in another
+    order are reordered, and columns the test split has beyond them (a feature the
+    challenger added) are left out. Only a feature the champion needs and the split lacks,
+    or a repeated name, makes it unscorable.
     """
-    if sorted(champion.features) != sorted(test.features):
-        missing = [f for f in champion.features if f not in set(test.features)]
-        extra = [f for f in test.features if f not in set(champion.features)]
-        parts = [f"missing {', '.join(missing)}" if missing else ""]
-        parts.append(f"extra {', '.join(extra)}" if extra else "")
-        if not missing and not extra:
-            parts = ["some feature names repeat"]
+    missing = [f for f in champion.features if f not in set(test.features)]
+    repeated = len(set(champion.features)) != len(champion.features)
+    repeated = repeated or len(set(test.features)) != len(test.features)
+    if missing or repeated:
+        why = f"missing {', '.join(missing)}" if missing else "some feature names repeat"
         return (
             f"champion {version} takes features {_names(champion.features)} but the test split "
-            f"has {_names(test.features)}: " + "; ".join(p for p in parts if p)
+            f"has {_names(test.features)}: {why}"
         )
     mine, theirs = champion.image_shape or None, test.image_shape or None
     if (list(mine) if mine else None) != (list(theirs) if theirs else None):
