@@ -62,6 +62,8 @@ def register_step(
         "decision": ev["decision"],
         "reason": ev["reason"],
         "champion_version": ev.get("champion_version"),
+        "ci_low": ev.get("ci_low"),
+        "ci_high": ev.get("ci_high"),
         "metrics": metrics,
         "report": location(st, f"models/{model_name}/versions/{mv.version}/report.html")
         if extra
