@@ -21,6 +21,7 @@ from datawheel.orchestration.ingest import ingest_step
 from datawheel.orchestration.prep import prep_step
 from datawheel.orchestration.register import register_step
 from datawheel.orchestration.train import train_step
+from datawheel.orchestration.validate import validate_step
 from datawheel.storage import LocalStore
 
 DATAWHEEL = str(Path(sys.executable).with_name("datawheel"))
@@ -37,6 +38,7 @@ def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
     os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(root.parent / "ckpt"))
     ingest_step(uri, "digits", "", "label", 16, str(root.parent / "manifest.json"))
     dv = json.loads((root.parent / "manifest.json").read_text())
+    validate_step(uri, "digits", dv["version"], str(root.parent / "validation.md"))  # commits it
     splits = root.parent / "splits"
     prep_step(uri, "digits", dv["version"], 0, str(splits))
     evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,64 @@ def test_bad_sources(tmp_path: Path, make_source: Any, needles: tuple[str, ...])
     assert _keys(store) == []
 
 
+def _committed(store: str) -> list[str]:
+    """Keys of committed dataset versions and of model versions: none may appear."""
+    return [k for k in _keys(store) if "/versions/" in k]
+
+
+@pytest.mark.parametrize(
+    ("frame", "needles"),
+    [
+        (_table().assign(label="yes"), ("only 1 class ('yes')", "Fix: add rows of another class")),
+        (
+            _table().assign(b=_table()["b"].where(_table().index != 4, np.inf)),
+            ("finite b: 1 value(s) infinite", "float32"),
+        ),
+        (
+            _table().assign(c=_table()["c"].where(_table().index != 4, 1e300)),
+            ("finite c:", "beyond float32's range"),
+        ),
+        (
+            _table().assign(label=_table()["label"].where(_table().index > 3)),
+            ("4 row(s) have no label", "Fix: give every row a label"),
+        ),
+        (
+            _table().assign(label=np.where(np.arange(60) < 2, "rare", _table()["label"])),
+            ("class(es) rare (2) have fewer than 5 rows",),
+        ),
+    ],
+    ids=["one-class", "inf-column", "overflows-float32", "nan-labels", "tiny-class"],
+)
+def test_data_that_cannot_train_fails_before_any_step(
+    tmp_path: Path, frame: pd.DataFrame, needles: tuple[str, ...]
+) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    source = _csv(tmp_path / "bad.csv", frame)
+    proc = datawheel(
+        "run", "training", "--local", "--store", store, "--param", f"source={source}", cwd=tmp_path
+    )
+    line = _assert_one_line_error(proc, f"source {source!r}", "hard anomal", *needles)
+    assert "RuntimeWarning" not in proc.stderr  # the float32 overflow is reported, not warned
+    assert "Executing task" not in proc.stderr + proc.stdout, line  # refused before ingest
+    assert _committed(store) == []
+
+
+@pytest.mark.parametrize(
+    ("param", "needle"),
+    [
+        ("model_name=../../x", "--param model_name '../../x' is not valid"),
+        ("dataset_name=../x", "--param dataset_name '../x' is not valid"),
+        ("dataset_name=Digits", "--param dataset_name 'Digits' is not valid"),
+    ],
+)
+def test_bad_names_fail_before_any_step(tmp_path: Path, param: str, needle: str) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    proc = datawheel("run", "training", "--local", "--store", store, "--param", param, cwd=tmp_path)
+    _assert_one_line_error(proc, needle, "lowercase letters")
+    assert _keys(store) == []
+    assert not (tmp_path / "x").exists()
+
+
 def test_unknown_model_kind(tmp_path: Path) -> None:
     store = f"file://{tmp_path / 'store'}"
     proc = datawheel(
@@ -95,6 +154,7 @@ def test_schema_violation_fails_validation_and_leaves_no_version(tmp_path: Path)
     good = _csv(tmp_path / "good.csv", _table())
     ok = datawheel("datasets", "ingest", good, "--name", "tab", "--store", store, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
+    assert "(committed)" in ok.stdout  # the CLI validates what it ingests
     before = [k for k in _keys(store) if "/versions/" in k]
     bad = _table(seed=1).drop(columns="c")
     bad["d"] = 1.0
@@ -117,6 +177,31 @@ def test_schema_violation_fails_validation_and_leaves_no_version(tmp_path: Path)
     assert [k for k in _keys(store) if "/versions/" in k] == before
     assert not [k for k in _keys(store) if k.startswith("models/")]
     assert any(k.startswith("datasets/tab/rejected/") for k in _keys(store))
+    assert not [k for k in _keys(store) if "/candidates/" in k]
+
+
+def test_datasets_ingest_refuses_and_rejects_bad_data(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    one_class = _csv(tmp_path / "one.csv", _table().assign(label="yes"))
+    proc = datawheel("datasets", "ingest", one_class, "--store", store, cwd=tmp_path)
+    _assert_one_line_error(proc, "only 1 class ('yes')")
+    assert _committed(store) == []
+    assert [k.rsplit("/", 1)[-1] for k in _keys(store)] == ["manifest.json", "report.md"]
+    listed = datawheel("datasets", "list", "--json", "--store", store, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert json.loads(listed.stdout) == []
+
+
+def test_pin_reference_refuses_uncommitted(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    good = _csv(tmp_path / "good.csv", _table())
+    ok = datawheel("datasets", "ingest", good, "--name", "tab", "--store", store, cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    proc = datawheel(
+        "datasets", "pin-reference", "tab", "0123456789abcdef", "--reason", "x",
+        "--store", store, cwd=tmp_path,
+    )  # fmt: skip
+    _assert_one_line_error(proc, "tab@0123456789abcdef is not a committed version", "pin one of")
 
 
 def _free_port() -> int:

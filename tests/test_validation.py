@@ -1,18 +1,23 @@
-"""Validating a dataset version's manifest against its dataset's reference version."""
+"""Validating a dataset version: absolute checks for all, relative ones against the reference."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from datawheel.data import versions
+from datawheel.data.gate import admit
 from datawheel.data.sources import Loaded, load_source
 from datawheel.data.validation import (
-    Limits,
     ValidationError,
+    ValidationLimits,
     ValidationReport,
+    absolute_anomalies,
+    check_frame,
     reference_for,
     validate,
 )
@@ -35,7 +40,15 @@ def _frame(rows: int = 100, seed: int = 0) -> pd.DataFrame:
 
 
 def _ingest(store: LocalStore, frame: pd.DataFrame, name: str = "ds") -> DatasetVersion:
+    """A candidate version: validate() judges its manifest."""
     return ingest_frame(store, Loaded(frame, "label", "test"), name=name)
+
+
+def _commit(store: LocalStore, frame: pd.DataFrame, name: str = "ds") -> DatasetVersion:
+    candidate = _ingest(store, frame, name)
+    admission = admit(store, name, candidate.version)
+    assert admission.outcome == "committed", admission.report.markdown()
+    return admission.version
 
 
 def _checks(report: ValidationReport, *, hard: bool) -> set[tuple[str, str]]:
@@ -44,15 +57,17 @@ def _checks(report: ValidationReport, *, hard: bool) -> set[tuple[str, str]]:
 
 @pytest.fixture
 def ref(store: LocalStore) -> DatasetVersion:
-    return _ingest(store, _frame())
+    return _commit(store, _frame())
 
 
 def test_same_data_is_valid(store: LocalStore, ref: DatasetVersion) -> None:
     report = validate(ref, ref)
     assert report.anomalies == []
     assert report.ok
+    assert report.reference is None  # itself: the absolute checks alone
     assert "PASSED" in report.markdown()
     assert "No anomalies" in report.markdown()
+    assert "absolute checks alone" in report.markdown()
     report.raise_if_hard()  # does not raise
 
 
@@ -65,7 +80,7 @@ def test_new_rows_same_distribution_valid(store: LocalStore, ref: DatasetVersion
 
 def test_digits_subset_valid(store: LocalStore) -> None:
     digits = load_source("digits")
-    full = ingest_frame(store, digits, name="digits")
+    full = admit(store, "digits", ingest_frame(store, digits, name="digits").version).version
     subset = Loaded(digits.frame.iloc[:1500], "label", "x", image_shape=digits.image_shape)
     part = ingest_frame(store, subset, name="digits")
     assert reference_for(store, "digits") == full
@@ -78,8 +93,8 @@ def test_digits_subset_valid(store: LocalStore) -> None:
 
 
 def test_reference_is_first_version(store: LocalStore, ref: DatasetVersion) -> None:
-    _ingest(store, _frame(rows=120, seed=3))
-    _ingest(store, _frame(rows=130, seed=4))
+    _commit(store, _frame(rows=120, seed=3))
+    _commit(store, _frame(rows=130, seed=4))
     found = reference_for(store, "ds")
     assert found is not None
     assert found.version == ref.version
@@ -135,7 +150,7 @@ def test_slightly_out_of_range_within_tolerance(store: LocalStore, ref: DatasetV
     report = validate(_ingest(store, frame), ref)
     assert report.anomalies == []
     # A tighter tolerance flags the same data.
-    strict = validate(_ingest(store, frame), ref, Limits(range_tolerance=0.01))
+    strict = validate(_ingest(store, frame), ref, ValidationLimits(range_tolerance=0.01))
     assert _checks(strict, hard=True) == {("range", "x"), ("range", "y")}
 
 
@@ -175,10 +190,14 @@ def test_fewer_classes_is_fine(store: LocalStore, ref: DatasetVersion) -> None:
     frame = frame[frame["label"] != "c"].reset_index(drop=True)
     report = validate(_ingest(store, frame), ref)
     assert report.ok
+    # One class fewer is fine; one class alone is not (an absolute check).
+    report = validate(_ingest(store, frame[frame["label"] == "a"].reset_index(drop=True)), ref)
+    assert _checks(report, hard=True) == {("labels", "label")}
+    assert "only 1 class ('a')" in report.hard[0].detail
 
 
 def test_rows_below_ratio(store: LocalStore) -> None:
-    big = _ingest(store, _frame(rows=300), name="big")
+    big = _commit(store, _frame(rows=300), name="big")
     small = _ingest(store, _frame(rows=20, seed=2), name="big")  # < 10% of 300
     report = validate(small, big)
     assert not report.ok
@@ -189,15 +208,15 @@ def test_rows_below_ratio(store: LocalStore) -> None:
 
 
 def test_rows_below_min_rows(store: LocalStore, ref: DatasetVersion) -> None:
-    tiny = _ingest(store, _frame(rows=9, seed=2))  # ref 100 rows: bound max(10, 10) = 10
+    tiny = _ingest(store, _frame(rows=9, seed=2))  # an absolute minimum, whatever the reference
     report = validate(tiny, ref)
     assert ("rows", "*") in _checks(report, hard=True)
-    assert "9 rows outside bounds [10," in report.markdown()
+    assert "9 rows, fewer than the minimum 10" in report.markdown()
 
 
 def test_rows_above_ratio(store: LocalStore, ref: DatasetVersion) -> None:
     huge = _ingest(store, _frame(rows=1000, seed=2))
-    report = validate(huge, ref, Limits(max_row_ratio=5.0))
+    report = validate(huge, ref, ValidationLimits(max_row_ratio=5.0))
     assert _checks(report, hard=True) == {("rows", "*")}
 
 
@@ -229,3 +248,113 @@ def test_markdown_table(store: LocalStore, ref: DatasetVersion) -> None:
     assert rows[0].startswith("| hard | schema | y | column missing |")  # hard ones first
     assert rows[1].startswith("| warning | missing | x |")
     assert ref.version in md
+
+
+# --- absolute checks: every version, the first included ---------------------------------
+
+
+def _hard_of(frame: pd.DataFrame) -> dict[tuple[str, str], str]:
+    report = check_frame(frame, "label", subject="t")
+    return {(a.check, a.column): a.detail for a in report.hard}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected", "needle"),
+    [
+        (lambda f: f.iloc[:1], ("rows", "*"), "1 row, fewer than the minimum 10"),
+        (lambda f: f.assign(label="a"), ("labels", "label"), "only 1 class ('a')"),
+        (lambda f: f.assign(x=f["x"].where(f.index != 3, np.inf)), ("finite", "x"), "infinite"),
+        (
+            lambda f: f.assign(x=f["x"].astype(np.float64).where(f.index != 3, 1e300)),
+            ("finite", "x"),
+            "1e+300 is beyond float32's range",
+        ),
+        (
+            lambda f: f.assign(label=f["label"].where(f.index != 7, None)),
+            ("labels", "label"),
+            "1 row(s) have no label",
+        ),
+        (
+            lambda f: f.assign(label=f["label"].where(f.index != 7, "")),
+            ("labels", "label"),
+            "1 row(s) have no label",
+        ),
+        (
+            lambda f: f.assign(label=["z" if i < 3 else "a" if i % 2 else "b" for i in f.index]),
+            ("labels", "label"),
+            "class(es) z (3) have fewer than 5 rows",
+        ),
+        (lambda f: f.assign(y=np.float32(np.nan)), ("missing", "y"), "100.0% missing"),
+    ],
+    ids=[
+        "one-row",
+        "one-class",
+        "inf",
+        "overflows-float32",
+        "none-label",
+        "empty-label",
+        "tiny-class",
+        "all-missing",
+    ],
+)
+def test_absolute_checks(
+    change: Callable[[pd.DataFrame], pd.DataFrame], expected: tuple[str, str], needle: str
+) -> None:
+    hard = _hard_of(change(_frame()))
+    assert expected in hard, hard
+    assert needle in hard[expected]
+    assert _hard_of(_frame()) == {}
+
+
+def test_absolute_checks_apply_to_the_first_version(store: LocalStore) -> None:
+    first = _ingest(store, _frame().iloc[:1])
+    assert reference_for(store, "ds") is None
+    report = validate(first, None)
+    assert not report.ok
+    assert report.reference is None
+    assert _checks(report, hard=True) == {("rows", "*"), ("labels", "label")}
+    with pytest.raises(ValidationError, match="Fix: add rows"):
+        report.raise_if_hard()
+
+
+def test_each_anomaly_names_its_fix(store: LocalStore) -> None:
+    frame = _frame()
+    frame.loc[3, "label"] = np.nan
+    with pytest.raises(ValidationError) as info:
+        check_frame(frame, "label", subject="source 'x.csv'").raise_if_hard()
+    assert str(info.value).startswith("source 'x.csv' has 1 hard anomaly: labels label: 1 row(s)")
+    assert "Fix: give every row a label or drop the unlabelled rows." in str(info.value)
+
+
+def test_old_manifest_with_nan_stats_is_not_finite() -> None:
+    """A manifest written before stats were nulled (JSON NaN) still fails the checks."""
+    stats = {"min": float("nan"), "max": float("inf"), "mean": 0.0, "std": 1.0, "missing": 0}
+    manifest = {
+        "rows": 50,
+        "schema": {"features": [{"name": "x", "dtype": "float32"}], "label": {"name": "label"}},
+        "stats": {"x": stats},
+        "label_distribution": {"a": 25, "b": 20, "nan": 5},
+        "classes": ["a", "b", "nan"],
+    }
+    found = {
+        (a.check, a.column): a.detail for a in absolute_anomalies(manifest, ValidationLimits())
+    }
+    assert found[("finite", "x")] == "statistics are not finite"
+    assert found[("labels", "label")] == "5 row(s) have no label (empty, NaN or None)"
+
+
+def test_reference_skips_versions_failing_absolute_checks(store: LocalStore) -> None:
+    """A store from before reference.json, whose first version has inf stats and one row:
+    it is not the reference, so it neither refuses good versions nor disables range checks."""
+    bad_frame = _frame().iloc[:1].copy()
+    bad_frame.loc[0, "x"] = np.inf
+    bad = _ingest(store, bad_frame)
+    # Commit it the way the old ingest did: no validation at all.
+    versions.commit(store, bad, report="legacy", reference=None)
+    assert [v.version for v in versions.list_versions(store, "ds")] == [bad.version]
+    assert reference_for(store, "ds") is None
+    good = _commit(store, _frame(rows=300))
+    assert reference_for(store, "ds") == good
+    far = _frame(seed=2)
+    far.loc[4, "x"] = 9.0
+    assert _checks(validate(_ingest(store, far), good), hard=True) == {("range", "x")}

@@ -1,21 +1,50 @@
-"""Validate a dataset version against its dataset's reference (its first version).
+"""Validate a dataset version: absolute checks for every version, relative ones vs its reference.
 
-Checks: feature set and types, value ranges, missing values, unseen labels and
-row-count bounds. Each finding is an :class:`Anomaly`, ``hard`` ones fail the
-pipeline; the Markdown report lists all of them.
+ABSOLUTE checks need no other version; a version failing them cannot train, whether or
+not it is the first: enough rows, finite statistics that fit float32 (training casts to
+it), no missing labels, at least two classes, enough rows in each class to split, few
+missing feature values. The pre-flight checks of ``datawheel run`` apply the same rules
+to the source before any step runs (:func:`check_frame`).
+
+RELATIVE checks compare with the dataset's reference (:func:`reference_for`): feature set
+and types, value ranges, unseen labels, row-count ratio and image shape.
+
+Each finding is an :class:`Anomaly`; ``hard`` ones fail; the Markdown report lists all.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from datawheel.data.versions import DatasetVersion, list_versions
+import pandas as pd
+
+from datawheel.data.profile import FLOAT32_MAX, describe, is_missing_label
+from datawheel.data.reference import read_reference
+from datawheel.data.versions import DatasetVersion, get_version, is_committed, list_versions
 from datawheel.errors import DatawheelError
 from datawheel.storage import Store
 
-__all__ = ["Anomaly", "Limits", "ValidationError", "ValidationReport", "reference_for", "validate"]
+__all__ = [
+    "Anomaly",
+    "ValidationError",
+    "ValidationLimits",
+    "ValidationReport",
+    "absolute_anomalies",
+    "check_frame",
+    "reference_for",
+    "validate",
+]
+
+_GENERIC_FIX = (
+    "fix the source data, or start a new dataset name if the schema changed on purpose, "
+    "or re-pin the reference with 'datawheel datasets pin-reference NAME VERSION --reason TEXT'"
+)
+_FINITE_FIX = (
+    "replace or drop infinite and out-of-range values (training casts features to float32)"
+)
 
 
 class ValidationError(DatawheelError):
@@ -23,12 +52,13 @@ class ValidationError(DatawheelError):
 
 
 @dataclass(frozen=True)
-class Limits:
+class ValidationLimits:
     """Thresholds; the defaults suit a flywheel dataset that grows over time."""
 
     max_missing_fraction: float = 0.05
     range_tolerance: float = 0.10  # of the reference range, on each side
     min_rows: int = 10
+    min_class_rows: int = 5  # every class: one test, one val and a few train rows
     min_row_ratio: float = 0.1  # of the reference row count
     max_row_ratio: float = 100.0
 
@@ -39,14 +69,16 @@ class Anomaly:
     column: str
     detail: str
     hard: bool
+    fix: str = ""
 
 
 @dataclass
 class ValidationReport:
     dataset: str
     version: str
-    reference: str
+    reference: str | None  # None: judged by the absolute checks alone
     anomalies: list[Anomaly] = field(default_factory=list)
+    subject: str = ""  # how the summary names what was checked; default dataset@version
 
     @property
     def hard(self) -> list[Anomaly]:
@@ -57,32 +89,36 @@ class ValidationReport:
         return not self.hard
 
     def summary(self) -> str:
+        subject = self.subject or f"{self.dataset}@{self.version}"
         hard = self.hard
         if not hard:
-            return f"{self.dataset}@{self.version}: valid ({len(self.anomalies)} warning(s))"
+            return f"{subject}: valid ({len(self.anomalies)} warning(s))"
         shown = "; ".join(f"{a.check} {a.column}: {a.detail}" for a in hard[:3])
         more = f" (+{len(hard) - 3} more)" if len(hard) > 3 else ""
-        return f"{self.dataset}@{self.version} has {len(hard)} hard anomalies: {shown}{more}"
+        noun = "anomaly" if len(hard) == 1 else "anomalies"
+        return f"{subject} has {len(hard)} hard {noun}: {shown}{more}"
 
     def raise_if_hard(self) -> None:
         if not self.ok:
-            raise ValidationError(
-                self.summary(),
-                "fix the source data, or start a new dataset name if the schema changed on purpose",
-            )
+            fix = next((a.fix for a in self.hard if a.fix), _GENERIC_FIX)
+            raise ValidationError(self.summary(), fix)
 
     def markdown(self) -> str:
         status = "PASSED" if self.ok else "FAILED"
+        against = (
+            f"against reference `{self.reference}`"
+            if self.reference
+            else "by the absolute checks alone (no reference to compare with)"
+        )
         lines = [
             f"# Data validation: {status}",
             "",
-            f"Dataset `{self.dataset}` version `{self.version}` "
-            f"against reference `{self.reference}`.",
+            f"Dataset `{self.dataset}` version `{self.version}` {against}.",
             "",
         ]
         if not self.anomalies:
             lines.append(
-                "No anomalies: schema, ranges, missing values, labels and row count match."
+                "No anomalies: rows, labels, finite values, schema, ranges and row count pass."
             )
             return "\n".join(lines) + "\n"
         lines += ["| severity | check | column | detail |", "|---|---|---|---|"]
@@ -93,88 +129,223 @@ class ValidationReport:
         return "\n".join(lines) + "\n"
 
 
-def reference_for(store: Store, name: str) -> DatasetVersion | None:
-    """The first committed version of ``name``: it fixes the reference schema."""
-    versions = list_versions(store, name)
-    return versions[0] if versions else None
+Add = Callable[[Anomaly], None]
 
 
-def validate(
-    version: DatasetVersion, reference: DatasetVersion, limits: Limits | None = None
-) -> ValidationReport:
-    """Compare ``version``'s manifest with ``reference``'s."""
-    limits = limits or Limits()
-    report = ValidationReport(version.name, version.version, reference.version)
-    add = report.anomalies.append
-    new, ref = version.manifest, reference.manifest
-    rows = int(new["rows"])
-    if rows == 0:
-        add(Anomaly("rows", "*", "dataset is empty", hard=True))
-        return report
-    _check_rows(rows, int(ref["rows"]), limits, add)
-    ref_types = {f["name"]: f["dtype"] for f in ref["schema"]["features"]}
-    new_types = {f["name"]: f["dtype"] for f in new["schema"]["features"]}
-    if new["schema"]["label"]["name"] != ref["schema"]["label"]["name"]:
+def _num(value: Any) -> float | None:
+    """A stat from a manifest; ``None`` for null and for non-finite numbers in old manifests."""
+    if value is None:
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def absolute_anomalies(manifest: dict[str, Any], limits: ValidationLimits) -> list[Anomaly]:
+    """The checks every version must pass, read from its manifest (see :func:`describe`)."""
+    found: list[Anomaly] = []
+    add = found.append
+    rows = int(manifest["rows"])
+    if rows < limits.min_rows:
         add(
             Anomaly(
-                "schema",
-                new["schema"]["label"]["name"],
-                f"label column differs from reference {ref['schema']['label']['name']!r}",
+                "rows",
+                "*",
+                f"{rows} row{'' if rows == 1 else 's'}, fewer than the minimum {limits.min_rows}",
                 True,
+                f"add rows: a dataset needs at least {limits.min_rows}",
             )
         )
-    for col in sorted(set(ref_types) - set(new_types)):
-        add(Anomaly("schema", col, "column missing", hard=True))
-    for col in sorted(set(new_types) - set(ref_types)):
-        add(Anomaly("schema", col, "column not in the reference schema", hard=True))
-    for col in sorted(set(ref_types) & set(new_types)):
-        if ref_types[col] != new_types[col]:
-            add(Anomaly("type", col, f"{new_types[col]} != reference {ref_types[col]}", hard=True))
-        _check_column(col, new["stats"][col], ref["stats"][col], rows, limits, add)
-    unseen = sorted(set(new["classes"]) - set(ref["classes"]))
-    if unseen:
+    _check_labels(manifest, limits, add)
+    for col, stats in manifest["stats"].items():
+        _check_finite(str(col), stats, rows, add)
+        _check_missing(str(col), int(stats["missing"]), rows, limits, add)
+    return found
+
+
+def _check_labels(manifest: dict[str, Any], limits: ValidationLimits, add: Add) -> None:
+    label = str(manifest["schema"]["label"]["name"])
+    dist = {str(k): int(v) for k, v in manifest["label_distribution"].items()}
+    classes = {k: v for k, v in dist.items() if not is_missing_label(k)}
+    unlabelled = int(manifest.get("missing_labels", 0)) + sum(dist.values()) - sum(classes.values())
+    if unlabelled:
         add(
             Anomaly(
                 "labels",
-                new["schema"]["label"]["name"],
-                f"unseen labels {', '.join(unseen[:10])}",
-                hard=True,
+                label,
+                f"{unlabelled} row(s) have no label (empty, NaN or None)",
+                True,
+                "give every row a label or drop the unlabelled rows",
             )
         )
-    if (new.get("image_shape") or None) != (ref.get("image_shape") or None):
+    if len(classes) < 2:
+        names = ", ".join(repr(c) for c in sorted(classes)) or "none"
         add(
             Anomaly(
-                "schema",
-                "image_shape",
-                f"{new.get('image_shape')} != reference {ref.get('image_shape')}",
-                hard=True,
+                "labels",
+                label,
+                f"only {len(classes)} class ({names}); a classifier needs at least 2",
+                True,
+                f"add rows of another class, or check that {label!r} is the label column "
+                "(--param label=COLUMN)",
             )
         )
+        return
+    small = sorted((c, n) for c, n in classes.items() if n < limits.min_class_rows)
+    if small:
+        shown = ", ".join(f"{c} ({n})" for c, n in small[:5])
+        add(
+            Anomaly(
+                "labels",
+                label,
+                f"class(es) {shown} have fewer than {limits.min_class_rows} rows, "
+                "too few to split into train, validation and test",
+                True,
+                f"add rows for those classes (at least {limits.min_class_rows} each) or drop them",
+            )
+        )
+
+
+def _check_finite(col: str, stats: dict[str, Any], rows: int, add: Add) -> None:
+    infinite = int(stats.get("infinite", 0))
+    if infinite:
+        add(
+            Anomaly(
+                "finite",
+                col,
+                f"{infinite} value(s) infinite or beyond float32's range (|x| > 3.4e38)",
+                True,
+                _FINITE_FIX,
+            )
+        )
+    low, high = _num(stats.get("min")), _num(stats.get("max"))
+    extreme = max((abs(v) for v in (low, high) if v is not None), default=0.0)
+    if extreme > FLOAT32_MAX:
+        add(
+            Anomaly(
+                "finite",
+                col,
+                f"value {extreme:.3g} is beyond float32's range (|x| > 3.4e38): it becomes "
+                "inf when training casts to float32",
+                True,
+                _FINITE_FIX,
+            )
+        )
+    has_values = rows - int(stats["missing"]) - infinite > 0
+    if (
+        not infinite
+        and extreme <= FLOAT32_MAX
+        and has_values
+        and any(_num(stats.get(k)) is None for k in ("min", "max", "mean", "std"))
+    ):
+        add(Anomaly("finite", col, "statistics are not finite", True, _FINITE_FIX))
+
+
+def _check_missing(col: str, missing: int, rows: int, limits: ValidationLimits, add: Add) -> None:
+    fraction = missing / rows if rows else 0.0
+    if fraction > limits.max_missing_fraction:
+        detail = f"{fraction:.1%} missing > {limits.max_missing_fraction:.0%}"
+        add(Anomaly("missing", col, detail, True, "fill in missing values or drop those rows"))
+    elif fraction > 0:
+        add(Anomaly("missing", col, f"{fraction:.1%} missing", hard=False))
+
+
+def check_frame(
+    frame: pd.DataFrame, label: str, *, subject: str, limits: ValidationLimits | None = None
+) -> ValidationReport:
+    """The absolute checks on rows not yet ingested (the pre-flight checks use it)."""
+    report = ValidationReport("", "", None, subject=subject)
+    report.anomalies = absolute_anomalies(describe(frame, label), limits or ValidationLimits())
     return report
 
 
-def _check_rows(rows: int, ref_rows: int, limits: Limits, add: Any) -> None:
-    low = max(limits.min_rows, math.floor(ref_rows * limits.min_row_ratio))
+def reference_for(store: Store, name: str) -> DatasetVersion | None:
+    """The committed version that ``name``'s versions are validated against.
+
+    It is the one ``reference.json`` names; a store written before that record existed
+    falls back to the first committed version that passes the absolute checks.
+    """
+    record = read_reference(store, name)
+    if record is not None:
+        version = str(record["version"])
+        if not is_committed(store, name, version):
+            raise DatawheelError(
+                f"the reference of dataset {name!r} is {version}, which is not committed",
+                f"pin a committed version with 'datawheel datasets pin-reference {name} "
+                "VERSION --reason TEXT'",
+            )
+        return get_version(store, name, version)
+    limits = ValidationLimits()
+    return next(
+        (v for v in list_versions(store, name) if not absolute_anomalies(v.manifest, limits)),
+        None,
+    )
+
+
+def validate(
+    version: DatasetVersion,
+    reference: DatasetVersion | None,
+    limits: ValidationLimits | None = None,
+) -> ValidationReport:
+    """The absolute checks, and the relative ones against ``reference`` when there is one."""
+    limits = limits or ValidationLimits()
+    against = reference if reference is not None and reference.version != version.version else None
+    report = ValidationReport(version.name, version.version, against.version if against else None)
+    report.anomalies = absolute_anomalies(version.manifest, limits)
+    if against is not None and int(version.manifest["rows"]) > 0:
+        _relative(version.manifest, against.manifest, limits, report.anomalies.append)
+    return report
+
+
+def _relative(new: dict[str, Any], ref: dict[str, Any], limits: ValidationLimits, add: Add) -> None:
+    def hard(check: str, column: str, detail: str) -> None:
+        add(Anomaly(check, column, detail, True, _GENERIC_FIX))
+
+    rows, ref_rows = int(new["rows"]), int(ref["rows"])
+    low = math.floor(ref_rows * limits.min_row_ratio)
     high = math.ceil(ref_rows * limits.max_row_ratio)
     if rows < low or rows > high:
-        add(Anomaly("rows", "*", f"{rows} rows outside bounds [{low}, {high}]", hard=True))
-
-
-def _check_column(
-    col: str, new: dict[str, float], ref: dict[str, float], rows: int, limits: Limits, add: Any
-) -> None:
-    missing = new["missing"] / rows
-    if missing > limits.max_missing_fraction:
-        add(
-            Anomaly(
-                "missing", col, f"{missing:.1%} missing > {limits.max_missing_fraction:.0%}", True
-            )
+        hard("rows", "*", f"{rows} rows outside bounds [{low}, {high}] of the reference's")
+    new_label, ref_label = new["schema"]["label"]["name"], ref["schema"]["label"]["name"]
+    if new_label != ref_label:
+        hard("schema", new_label, f"label column differs from reference {ref_label!r}")
+    ref_types = {f["name"]: f["dtype"] for f in ref["schema"]["features"]}
+    new_types = {f["name"]: f["dtype"] for f in new["schema"]["features"]}
+    for col in sorted(set(ref_types) - set(new_types)):
+        hard("schema", col, "column missing")
+    for col in sorted(set(new_types) - set(ref_types)):
+        hard("schema", col, "column not in the reference schema")
+    for col in sorted(set(ref_types) & set(new_types)):
+        if ref_types[col] != new_types[col]:
+            hard("type", col, f"{new_types[col]} != reference {ref_types[col]}")
+        _check_range(col, new["stats"][col], ref["stats"][col], limits, hard)
+    unseen = sorted(set(new["classes"]) - set(ref["classes"]))
+    if unseen:
+        hard("labels", new_label, f"unseen labels {', '.join(unseen[:10])}")
+    if (new.get("image_shape") or None) != (ref.get("image_shape") or None):
+        hard(
+            "schema",
+            "image_shape",
+            f"{new.get('image_shape')} != reference {ref.get('image_shape')}",
         )
-    elif missing > 0:
-        add(Anomaly("missing", col, f"{missing:.1%} missing", hard=False))
-    span = max(ref["max"] - ref["min"], 1e-12)
-    low = ref["min"] - limits.range_tolerance * span
-    high = ref["max"] + limits.range_tolerance * span
-    if new["min"] < low or new["max"] > high:
-        detail = f"[{new['min']:.4g}, {new['max']:.4g}] outside reference [{low:.4g}, {high:.4g}]"
-        add(Anomaly("range", col, detail, hard=True))
+
+
+def _check_range(
+    col: str,
+    new: dict[str, Any],
+    ref: dict[str, Any],
+    limits: ValidationLimits,
+    hard: Callable[[str, str, str], None],
+) -> None:
+    ref_min, ref_max = _num(ref.get("min")), _num(ref.get("max"))
+    new_min, new_max = _num(new.get("min")), _num(new.get("max"))
+    if ref_min is None or ref_max is None or new_min is None or new_max is None:
+        return  # an all-missing column: the absolute checks refuse it
+    span = max(ref_max - ref_min, 1e-12)
+    low = ref_min - limits.range_tolerance * span
+    high = ref_max + limits.range_tolerance * span
+    if new_min < low or new_max > high:
+        hard(
+            "range",
+            col,
+            f"[{new_min:.4g}, {new_max:.4g}] outside reference [{low:.4g}, {high:.4g}]",
+        )

@@ -1,14 +1,23 @@
-"""Content-addressed dataset versions in the store, each with a manifest.
+"""Content-addressed dataset versions in the store: candidates, committed versions, rejects.
 
 Layout (``NAME`` is the dataset name, ``V`` the version id)::
 
-    datasets/NAME/versions/V/data.parquet
-    datasets/NAME/versions/V/manifest.json   <- written last: the commit marker
+    datasets/NAME/candidates/V/data.parquet   <- ingest writes a candidate...
+    datasets/NAME/candidates/V/manifest.json
+    datasets/NAME/versions/V/data.parquet     <- ...validation commits it:
+    datasets/NAME/versions/V/report.md
+    datasets/NAME/versions/V/manifest.json    <- exclusive create, last: the commit marker
+    datasets/NAME/rejected/V/manifest.json    <- ...or rejects it, with its report
+    datasets/NAME/rejected/V/report.md
+    datasets/NAME/reference.json              <- see datawheel.data.reference
 
-A version exists only once its manifest exists, so a reader never sees half a
-version; a failed ingest deletes what it wrote. The version id is the first 16
-hex digits of the SHA-256 of the Parquet bytes, so ingesting the same content
-twice gives the same version and writes nothing new.
+Only committed versions are ever listed, found by :func:`get_version` or named as a
+``parent``: a candidate is invisible until :mod:`datawheel.data.gate` has validated it.
+The version id is the first 16 hex digits of the SHA-256 of the Parquet bytes, so the
+same content always has the same id: ingesting content that is already committed finds
+that version again and writes nothing. Nothing under ``versions/`` is ever deleted, so
+two writers of the same content can never destroy each other's committed copy (a failed
+commit may leave an unlisted ``data.parquet``, rewritten with the same bytes next time).
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from datawheel.data.profile import describe
 from datawheel.data.sources import Loaded, load_source
 from datawheel.errors import DatawheelError
 from datawheel.storage import (
@@ -30,28 +40,34 @@ from datawheel.storage import (
     delete_quietly,
     get_json,
     put_json,
+    to_json_bytes,
     validate_name,
 )
 from datawheel.storage.files import sha256_bytes
 
 __all__ = [
     "DatasetVersion",
+    "commit",
     "default_name",
     "describe",
+    "discard_candidate",
+    "get_candidate",
     "get_version",
     "ingest",
     "ingest_frame",
+    "is_committed",
     "latest_version",
     "list_datasets",
     "list_versions",
-    "quarantine",
     "read_frame",
+    "reject",
+    "rejected_report_key",
 ]
 
 
 @dataclass(frozen=True)
 class DatasetVersion:
-    """One committed dataset version and its manifest."""
+    """One dataset version (committed, or a candidate awaiting validation) and its manifest."""
 
     name: str
     version: str
@@ -70,8 +86,12 @@ class DatasetVersion:
         return [str(c) for c in self.manifest["classes"]]
 
 
-def _prefix(name: str, version: str) -> str:
-    return f"datasets/{name}/versions/{version}"
+def _prefix(name: str, version: str, area: str = "versions") -> str:
+    return f"datasets/{name}/{area}/{version}"
+
+
+def rejected_report_key(name: str, version: str) -> str:
+    return f"{_prefix(name, version, 'rejected')}/report.md"
 
 
 def default_name(source: str) -> str:
@@ -90,42 +110,26 @@ def _parquet_bytes(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def describe(frame: pd.DataFrame, label: str) -> dict[str, Any]:
-    """Schema, per-feature stats and label distribution of a frame."""
-    features = [c for c in frame.columns if c != label]
-    stats: dict[str, dict[str, float]] = {}
-    for col in features:
-        values = frame[col].to_numpy(dtype=np.float64)
-        finite = values[~np.isnan(values)]
-        stats[str(col)] = {
-            "min": float(finite.min()) if finite.size else float("nan"),
-            "max": float(finite.max()) if finite.size else float("nan"),
-            "mean": float(finite.mean()) if finite.size else float("nan"),
-            "std": float(finite.std()) if finite.size else float("nan"),
-            "missing": int(values.size - finite.size),
-        }
-    counts = frame[label].value_counts().sort_index()
-    return {
-        "schema": {
-            "features": [{"name": str(c), "dtype": str(frame[c].dtype)} for c in features],
-            "label": {"name": label, "dtype": "string"},
-        },
-        "rows": len(frame),
-        "stats": stats,
-        "label_distribution": {str(k): int(v) for k, v in counts.items()},
-        "classes": sorted(str(k) for k in counts.index),
-    }
+def _now() -> str:
+    # Microseconds: versions ordered by time must not fall back to hash order within a second.
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def ingest(
     store: Store, source: str, *, name: str = "", label: str = "label", image_size: int = 16
 ) -> DatasetVersion:
-    """Read ``source`` and commit it as a dataset version (see :func:`ingest_frame`)."""
-    return ingest_frame(store, load_source(source, label=label, image_size=image_size), name=name)
+    """Read ``source`` and write it as a candidate version (see :func:`ingest_frame`)."""
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 -> float32 inf: validation says so
+        loaded = load_source(source, label=label, image_size=image_size)
+    return ingest_frame(store, loaded, name=name)
 
 
 def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVersion:
-    """Commit an already-loaded source as a content-addressed dataset version."""
+    """Write an already-loaded source as a candidate version; validation commits it.
+
+    If the same content is already committed, that version is returned and nothing is
+    written. Ingest judges nothing but emptiness: bad data is refused by validation.
+    """
     name = validate_name(name or default_name(loaded.source), "dataset name")
     frame = loaded.frame
     if len(frame) == 0:
@@ -146,13 +150,11 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
         "format": "parquet",
         "source": loaded.source,
         "parent": parent.version if parent else None,
-        # Microseconds: list_versions orders by created_at, and versions ingested within
-        # the same second must not fall back to hash order.
-        "created_at": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "created_at": _now(),
         "image_shape": list(loaded.image_shape) if loaded.image_shape else None,
         **describe(frame, loaded.label),
     }
-    prefix = _prefix(name, version)
+    prefix = _prefix(name, version, "candidates")
     try:
         store.put_bytes(f"{prefix}/data.parquet", data)
         put_json(store, f"{prefix}/manifest.json", manifest)
@@ -162,27 +164,46 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
     return DatasetVersion(name, version, manifest)
 
 
-def _try_get(store: Store, name: str, version: str) -> DatasetVersion | None:
+def _read(store: Store, name: str, version: str, area: str) -> DatasetVersion | None:
     try:
-        manifest = cast(dict[str, Any], get_json(store, f"{_prefix(name, version)}/manifest.json"))
+        manifest = get_json(store, f"{_prefix(name, version, area)}/manifest.json")
     except KeyNotFoundError:
         return None
-    return DatasetVersion(name, version, manifest)
+    return DatasetVersion(name, version, cast(dict[str, Any], manifest))
+
+
+def _try_get(store: Store, name: str, version: str) -> DatasetVersion | None:
+    return _read(store, name, version, "versions")
+
+
+def is_committed(store: Store, name: str, version: str) -> bool:
+    return store.exists(f"{_prefix(name, version)}/manifest.json")
+
+
+def get_candidate(store: Store, name: str, version: str) -> DatasetVersion | None:
+    """The candidate ``version`` awaiting validation, or ``None``."""
+    return _read(store, name, version, "candidates")
 
 
 def get_version(store: Store, name: str, version: str = "latest") -> DatasetVersion:
     """A committed version, or the latest one; raises DatawheelError if there is none."""
     found = latest_version(store, name) if version == "latest" else _try_get(store, name, version)
     if found is None:
-        raise DatawheelError(
-            f"dataset {name}@{version} is not in the store",
-            "list versions with 'datawheel datasets list' or ingest the source first",
-        )
+        hint = "list versions with 'datawheel datasets list' or ingest the source first"
+        if version != "latest" and store.exists(rejected_report_key(name, version)):
+            hint = f"it failed validation: read {rejected_report_key(name, version)} in the store"
+        elif version != "latest" and get_candidate(store, name, version) is not None:
+            hint = "it is a candidate that has not passed validation yet: run the validate step"
+        raise DatawheelError(f"dataset {name}@{version} is not in the store", hint)
     return found
 
 
+def _order(v: DatasetVersion) -> tuple[str, str]:
+    return (str(v.manifest.get("committed_at") or v.manifest["created_at"]), v.version)
+
+
 def list_versions(store: Store, name: str) -> list[DatasetVersion]:
-    """Committed versions of ``name``, oldest first."""
+    """Committed versions of ``name``, in the order they were committed."""
     found = []
     for key in store.list(f"datasets/{name}/versions"):
         parts = key.split("/")
@@ -190,7 +211,7 @@ def list_versions(store: Store, name: str) -> list[DatasetVersion]:
             got = _try_get(store, name, parts[3])
             if got is not None:
                 found.append(got)
-    return sorted(found, key=lambda v: (v.manifest["created_at"], v.version))
+    return sorted(found, key=_order)
 
 
 def latest_version(store: Store, name: str) -> DatasetVersion | None:
@@ -199,32 +220,93 @@ def latest_version(store: Store, name: str) -> DatasetVersion | None:
 
 
 def list_datasets(store: Store) -> list[str]:
-    return sorted({k.split("/")[1] for k in store.list("datasets") if k.count("/") >= 2})
+    """Names with at least one committed version."""
+    names = set()
+    for key in store.list("datasets"):
+        parts = key.split("/")
+        if len(parts) == 5 and parts[2] == "versions" and parts[4] == "manifest.json":
+            names.add(parts[1])
+    return sorted(names)
+
+
+def _checked(data: bytes, dv: DatasetVersion) -> bytes:
+    if sha256_bytes(data) != dv.manifest["sha256"]:
+        raise DatawheelError(
+            f"dataset {dv.name}@{dv.version} does not match its checksum",
+            "the stored copy is corrupt; ingest the source again",
+        )
+    return data
 
 
 def read_frame(store: Store, version: DatasetVersion) -> pd.DataFrame:
-    """The rows of a version; the bytes are checked against the content address."""
+    """The rows of a committed version; the bytes are checked against the content address."""
     data = store.get_bytes(f"{_prefix(version.name, version.version)}/data.parquet")
-    if sha256_bytes(data) != version.manifest["sha256"]:
-        raise DatawheelError(
-            f"dataset {version.name}@{version.version} does not match its checksum",
-            "the stored copy is corrupt; ingest the source again",
-        )
-    return pd.read_parquet(io.BytesIO(data))
+    return pd.read_parquet(io.BytesIO(_checked(data, version)))
 
 
-def quarantine(store: Store, version: DatasetVersion, report: str) -> str:
-    """Withdraw a version that failed validation: keep its report, delete its data.
+def commit(
+    store: Store, candidate: DatasetVersion, *, report: str, reference: str | None
+) -> DatasetVersion:
+    """Make a validated candidate a version: data first, the manifest last (exclusive create).
 
-    The manifest goes first, so the version stops existing before its data does.
-    Returns the key of the kept report.
+    If the version is committed already (by a concurrent writer of the same content), that
+    version is returned; either way the candidate is discarded afterwards.
     """
-    prefix = _prefix(version.name, version.version)
-    report_key = f"datasets/{version.name}/rejected/{version.version}/report.md"
-    store.put_bytes(report_key, report.encode())
-    put_json(
-        store, f"datasets/{version.name}/rejected/{version.version}/manifest.json", version.manifest
-    )
+    found = _try_get(store, candidate.name, candidate.version)
+    if found is None:
+        found = _commit_new(store, candidate, report, reference)
+    discard_candidate(store, candidate.name, candidate.version)
+    return found
+
+
+def _commit_new(
+    store: Store, candidate: DatasetVersion, report: str, reference: str | None
+) -> DatasetVersion:
+    name, version = candidate.name, candidate.version
+    try:
+        data = store.get_bytes(f"{_prefix(name, version, 'candidates')}/data.parquet")
+    except KeyNotFoundError:
+        found = _try_get(store, name, version)  # a concurrent commit took the candidate
+        if found is not None:
+            return found
+        raise DatawheelError(
+            f"candidate {name}@{version} has no data in the store",
+            "ingest the source again, then validate",
+        ) from None
+    prefix = _prefix(name, version)
+    # Same bytes as any concurrent committer writes (content-addressed): overwriting is safe.
+    store.put_bytes(f"{prefix}/data.parquet", _checked(data, candidate))
+    store.put_bytes(f"{prefix}/report.md", report.encode())
+    parent = latest_version(store, name)
+    manifest = {
+        **candidate.manifest,
+        "parent": parent.version if parent else None,
+        "committed_at": _now(),
+        "validated_against": reference,
+    }
+    if store.create_bytes(f"{prefix}/manifest.json", to_json_bytes(manifest)):
+        return DatasetVersion(name, version, manifest)
+    found = _try_get(store, name, version)
+    if found is None:  # the marker, once created, is never deleted
+        raise DatawheelError(
+            f"dataset {name}@{version} vanished while committing", "validate again"
+        )
+    return found
+
+
+def discard_candidate(store: Store, name: str, version: str) -> None:
+    """Delete a candidate, manifest first: it stops being a candidate before its data goes."""
+    prefix = _prefix(name, version, "candidates")
     store.delete(f"{prefix}/manifest.json")
     store.delete(f"{prefix}/data.parquet")
+
+
+def reject(store: Store, candidate: DatasetVersion, report: str) -> str:
+    """Move a candidate that failed validation to ``rejected/``: its manifest and report stay,
+    its data goes. Returns the key of the kept report. A committed copy is never touched."""
+    name, version = candidate.name, candidate.version
+    report_key = rejected_report_key(name, version)
+    store.put_bytes(report_key, report.encode())
+    put_json(store, f"{_prefix(name, version, 'rejected')}/manifest.json", candidate.manifest)
+    discard_candidate(store, name, version)
     return report_key

@@ -1,18 +1,25 @@
 """Check a training run's arguments before any step runs, so bad input fails fast.
 
 Everything here is cheap next to training, and each failure is a
-:class:`DatawheelError` naming the problem and the fix. Nothing is written.
+:class:`DatawheelError` naming the problem and the fix. Nothing is written. The source is
+loaded and held to the same absolute data checks as the validate step
+(:func:`datawheel.data.validation.check_frame`), so data that cannot train (one class,
+infinite values, missing labels, too few rows) is refused here, not after minutes of
+retried steps.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from datawheel.data.sources import load_source
+from datawheel.data.validation import check_frame
 from datawheel.data.versions import default_name
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.sweep import lr_grid
-from datawheel.storage import LocalStore, open_store
+from datawheel.storage import LocalStore, open_store, validate_name
 from datawheel.training.networks import MODEL_KINDS
 
 __all__ = ["check_training"]
@@ -35,10 +42,16 @@ def check_training(args: dict[str, Any]) -> dict[str, Any]:
                 f"{key}={out[key]} must be at least 1", f"pass --param {key}=N, N >= 1"
             )
     lr_grid(float(out.get("learning_rate", 1e-3)), str(out.get("sweep_learning_rates", "")))
+    for key in ("dataset_name", "model_name"):
+        if out.get(key):
+            validate_name(str(out[key]), f"--param {key}")
     source = str(out.get("source", "digits"))
-    loaded = load_source(
-        source, label=str(out.get("label", "label")), image_size=int(out.get("image_size", 16))
-    )
+    with np.errstate(over="ignore", invalid="ignore"):  # 1e300 -> float32 inf: refused below
+        loaded = load_source(
+            source,
+            label=str(out.get("label", "label")),
+            image_size=int(out.get("image_size", 16)),
+        )
     if len(loaded.frame) == 0:
         raise DatawheelError(f"source {source!r} has no rows", "ingest a file with data rows")
     if kind == "cnn" and loaded.image_shape is None:
@@ -47,5 +60,9 @@ def check_training(args: dict[str, Any]) -> dict[str, Any]:
             "use --param model_kind=mlp, or ingest an image folder or 'digits'",
         )
     if not out.get("dataset_name"):
-        out["dataset_name"] = default_name(loaded.source)
+        out["dataset_name"] = validate_name(default_name(loaded.source), "dataset name")
+    report = check_frame(
+        loaded.frame, loaded.label, subject=f"source {source!r} (dataset {out['dataset_name']})"
+    )
+    report.raise_if_hard()
     return out

@@ -1,11 +1,14 @@
-"""Validate step: check a dataset version against its reference."""
+"""Validate step: commit the candidate version, or reject it and fail the run.
+
+Every failure here is about the data, so it is deterministic: the step is not retried on
+a cluster (see ``RETRIED_STEPS``), and its one-line error names the anomalies.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from datawheel.data import versions as datasets
 from datawheel.orchestration.step import log, pipeline_step
 from datawheel.storage import open_store
 
@@ -14,16 +17,13 @@ __all__ = ["validate_step"]
 
 @pipeline_step
 def validate_step(store: str, dataset: str, version: str, report_path: str) -> dict[str, Any]:
-    """Check the version against the dataset's reference; fail on hard anomalies."""
-    from datawheel.data.validation import reference_for, validate
+    """Check the candidate (absolute checks, then against the reference); commit or reject."""
+    from datawheel.data.gate import admit
 
-    st = open_store(store)
-    dv = datasets.get_version(st, dataset, version)
-    reference = reference_for(st, dataset) or dv
-    report = validate(dv, reference)
+    admission = admit(open_store(store), dataset, version)
+    report = admission.report
     Path(report_path).write_text(report.markdown())
     log(report.summary())
-    if not report.ok and dv.version != reference.version:
-        datasets.quarantine(st, dv, report.markdown())
+    log(f"dataset {dataset}@{version}: {admission.outcome} (report: {admission.report_key})")
     report.raise_if_hard()
-    return {"ok": report.ok, "warnings": len(report.anomalies)}
+    return {"ok": report.ok, "warnings": len(report.anomalies), "outcome": admission.outcome}
