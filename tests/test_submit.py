@@ -137,3 +137,26 @@ def test_submit_to_unreachable_host_is_one_line_error(capsys: pytest.CaptureFixt
     assert code == 2
     assert err.startswith("error: KFP API at http://127.0.0.1:") and "Fix:" in err
     assert "Traceback" not in err and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    ("param", "needle"),
+    [
+        ("model_name=../../x", "--param model_name '../../x' is not valid"),
+        ("model_kind=transformer", "unknown model kind 'transformer'"),
+        ("sweep_learning_rates=0.1,nan", "positive finite"),
+    ],
+)
+def test_submit_checks_parameters_before_any_request(
+    kfp_api: tuple[str, list[tuple[str, str, Any]]],
+    capsys: pytest.CaptureFixture[str],
+    param: str,
+    needle: str,
+) -> None:
+    """A deterministic mistake fails here, not in a pod that the cluster retries."""
+    host, calls = kfp_api
+    code = _run(["submit", "training", "--host", host, "--param", param])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and needle in err and "Fix:" in err
+    assert calls == []

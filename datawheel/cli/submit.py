@@ -10,6 +10,7 @@ import click
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.compiler import compile_pipeline
 from datawheel.orchestration.params import parse_params
+from datawheel.orchestration.preflight import check_parameters
 from datawheel.orchestration.remote import submit as submit_run
 from datawheel.pipelines import PIPELINES
 
@@ -32,6 +33,7 @@ def submit(
             f"--host {host!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
     arguments = parse_params(PIPELINES[pipeline], params)
+    check_parameters(arguments)  # a bad name or kind fails here, not in a retried pod
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -60,12 +60,14 @@ STEP_RESOURCES: dict[str, StepResources] = {
     "register": StepResources("250m", "1", "512Mi", "2Gi", 900),
 }
 
-# Steps that touch the store or a GPU node can fail for reasons that pass (a network blip,
-# a preempted node); retrying them is safe because they are idempotent (content-addressed
-# datasets, checkpointed training, an atomic alias write). validate is not retried: its
-# failures are about the data, and a retry would fail the same way. lr-grid and pick-best
-# are pure functions of their inputs.
-RETRIED_STEPS = frozenset({"ingest", "prep", "train", "evaluate", "register"})
+# A pod-level retry repeats the whole step, so only steps whose failures can pass are retried:
+# train (a preempted or lost GPU node; it resumes from its checkpoint), evaluate and register
+# (idempotent: a retried register finds its own claimed version, an alias move is a CAS).
+# ingest, validate and prep are not: their failures are about the data (a missing source, a
+# column that is not numeric, a split training cannot use) and a retry fails the same way
+# minutes later. Their store calls already retry network blips inside the S3 client.
+# lr-grid and pick-best are pure functions of their inputs.
+RETRIED_STEPS = frozenset({"train", "evaluate", "register"})
 
 
 @dataclass(frozen=True)

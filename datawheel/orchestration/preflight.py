@@ -20,31 +20,33 @@ from datawheel.data.versions import default_name
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.sweep import lr_grid
 from datawheel.storage import LocalStore, open_store, validate_name
-from datawheel.training.networks import MODEL_KINDS
+from datawheel.training.networks import check_model_kind
 
-__all__ = ["check_training"]
+__all__ = ["check_parameters", "check_training"]
+
+
+def check_parameters(args: dict[str, Any]) -> None:
+    """The checks that need neither the store nor the source: model kind, sizes, learning
+    rates, names. ``datawheel submit`` runs these before anything reaches the cluster."""
+    check_model_kind(str(args.get("model_kind", "mlp")))
+    for key in ("epochs", "batch_size", "image_size"):
+        if key in args and int(args[key]) < 1:
+            raise DatawheelError(
+                f"{key}={args[key]} must be at least 1", f"pass --param {key}=N, N >= 1"
+            )
+    lr_grid(float(args.get("learning_rate", 1e-3)), str(args.get("sweep_learning_rates", "")))
+    for key in ("dataset_name", "model_name"):
+        if args.get(key):
+            validate_name(str(args[key]), f"--param {key}")
 
 
 def check_training(args: dict[str, Any]) -> dict[str, Any]:
     """Validate and complete training arguments; returns them with the store URI resolved."""
     out = dict(args)
+    check_parameters(out)
+    kind = str(out.get("model_kind", "mlp"))
     store = open_store(out.get("store") or None)  # unreachable S3 / bad credentials fail here
     out["store"] = store.uri if isinstance(store, LocalStore) else out.get("store")
-    kind = out.get("model_kind", "mlp")
-    if kind not in MODEL_KINDS:
-        raise DatawheelError(
-            f"unknown model kind {kind!r}",
-            f"use --param model_kind= one of {', '.join(MODEL_KINDS)}",
-        )
-    for key in ("epochs", "batch_size", "image_size"):
-        if key in out and int(out[key]) < 1:
-            raise DatawheelError(
-                f"{key}={out[key]} must be at least 1", f"pass --param {key}=N, N >= 1"
-            )
-    lr_grid(float(out.get("learning_rate", 1e-3)), str(out.get("sweep_learning_rates", "")))
-    for key in ("dataset_name", "model_name"):
-        if out.get(key):
-            validate_name(str(out[key]), f"--param {key}")
     source = str(out.get("source", "digits"))
     with np.errstate(over="ignore", invalid="ignore"):  # 1e300 -> float32 inf: refused below
         loaded = load_source(
