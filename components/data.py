@@ -17,7 +17,7 @@ def ingest(
     image_size: int,
     dataset: Output[Dataset],
 ) -> NamedTuple("IngestOutputs", [("name", str), ("version", str)]):
-    """Read the source and commit a content-addressed dataset version."""
+    """Read the source and write a content-addressed candidate, invisible until validated."""
     from collections import namedtuple
 
     from datawheel.orchestration.ingest import ingest_step
@@ -29,7 +29,7 @@ def ingest(
 
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def validate(store: str, dataset_name: str, version: str, report: Output[Markdown]) -> bool:
-    """Check the version against the reference schema; fail the run on hard anomalies."""
+    """Check the candidate (absolute rules, then the reference); commit it or reject it."""
     from datawheel.orchestration.validate import validate_step
 
     return bool(validate_step(store, dataset_name, version, report.path)["ok"])

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import pytest
 from cli_helpers import datawheel, run_json
 
 from datawheel import registry
@@ -94,6 +96,12 @@ def test_sweep_trains_each_rate_and_registers_the_best(tmp_path: Path) -> None:
     assert result["summary"]["model_version"] == "v1"
     card = registry.resolve(open_store(store), "digits", "v1").card
     assert card["config"]["lr"] in (0.0003, 0.003)
+    # the registered model is the trial with the best validation accuracy
+    found = re.search(r"sweep: val_accuracy per trial \[([^\]]+)\]", result["progress"])
+    assert found, result["progress"][-2000:]
+    trials = [float(a) for a in found[1].split(", ")]
+    assert len(trials) == 2
+    assert card["metrics"]["val_accuracy"] == pytest.approx(max(trials), abs=5e-5)
 
 
 def test_run_on_s3_store(tmp_path: Path, s3_env: Any) -> None:
