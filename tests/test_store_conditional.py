@@ -6,11 +6,12 @@ import math
 import threading
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from conftest import SeaweedFS
 
-from datawheel.storage import Store, StoreError, put_json, validate_key
+from datawheel.storage import LocalStore, Store, StoreError, put_json, validate_key
 from datawheel.storage.s3 import S3Store, _Headers
 from datawheel.storage.settings import S3Settings
 
@@ -109,3 +110,27 @@ def test_a_server_that_ignores_conditional_writes_is_refused(seaweedfs: SeaweedF
     with pytest.raises(StoreError, match="ignores conditional writes"):
         old.create_bytes("models/m/versions/v1/claim.json", b"{}")
     assert store.list("") == []  # neither the claim nor the probe was left behind
+
+
+def test_writes_race_a_delete_that_prunes_their_folder(tmp_path: Path) -> None:
+    """LocalStore.delete removes folders left empty; a put or create into the same folder at
+    that moment must still land (it once failed with FileNotFoundError)."""
+    store = LocalStore(tmp_path / "store")
+    stop = threading.Event()
+
+    def pruner(_: int) -> None:
+        while not stop.is_set():
+            store.delete("d/x/only")
+
+    def writer(i: int) -> None:
+        try:
+            for n in range(300):
+                store.put_bytes(f"d/x/w{i}-{n}", b"data")
+                store.delete(f"d/x/w{i}-{n}")
+                store.create_bytes(f"d/x/c{i}-{n}", b"data")
+                store.delete(f"d/x/c{i}-{n}")
+        finally:
+            stop.set()
+
+    _, errors = _race(3, lambda i: pruner(i) if i == 0 else writer(i))
+    assert errors == []

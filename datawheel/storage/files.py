@@ -13,10 +13,18 @@ import tempfile
 from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
-__all__ = ["atomic_write", "atomic_write_bytes", "sha256_bytes", "sha256_file"]
+__all__ = [
+    "atomic_write",
+    "atomic_write_bytes",
+    "retry_folder_race",
+    "sha256_bytes",
+    "sha256_file",
+]
 
+_T = TypeVar("_T")
+_FOLDER_RACE_TRIES = 50
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -45,8 +53,7 @@ def atomic_write(
     mkstemp's 0600), so other users of a shared store can read it.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix="." + target.name)
+    fd, tmp = _temp_beside(target)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as fh:
@@ -59,6 +66,34 @@ def atomic_write(
         with suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def _temp_beside(target: Path) -> tuple[int, str]:
+    """A temp file in ``target``'s folder, creating the folder.
+
+    A concurrent delete may prune the folder (LocalStore removes folders it leaves empty)
+    between making it and creating the file, so that race is retried; once the temp file
+    exists the folder is not empty and stays.
+    """
+    return retry_folder_race(
+        target.parent,
+        lambda: tempfile.mkstemp(dir=target.parent, prefix=".tmp-", suffix="." + target.name),
+    )
+
+
+def retry_folder_race(folder: Path, create: Callable[[], _T]) -> _T:
+    """``create()`` a file in ``folder`` (made first), retrying while a concurrent prune
+    removes the folder under it."""
+    for attempt in range(_FOLDER_RACE_TRIES):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return create()
+        except (FileNotFoundError, FileExistsError):
+            # FileNotFoundError: pruned before create. FileExistsError: pathlib's mkdir saw
+            # the folder exist, then found it gone when it checked it was a folder.
+            if attempt == _FOLDER_RACE_TRIES - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes, *, fsync: bool = True) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from datawheel.storage.base import KeyNotFoundError, StoreError
-from datawheel.storage.files import atomic_write_bytes, sha256_bytes
+from datawheel.storage.files import atomic_write_bytes, retry_folder_race, sha256_bytes
 from datawheel.storage.keys import validate_key, validate_prefix
 
 __all__ = ["LocalStore"]
@@ -86,7 +86,6 @@ class LocalStore:
 
     def create_bytes(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".create-{os.getpid()}-{os.urandom(6).hex()}.{path.name}"
         atomic_write_bytes(tmp, data)
         try:
@@ -115,8 +114,8 @@ class LocalStore:
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path.parent / f".lock.{path.name}", os.O_RDWR | os.O_CREAT, 0o666)
+        lock = path.parent / f".lock.{path.name}"
+        fd = retry_folder_race(path.parent, lambda: os.open(lock, os.O_RDWR | os.O_CREAT, 0o666))
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
