@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
-from datawheel.storage.files import atomic_write
+from datawheel.storage.files import atomic_write, sha256_bytes
 from datawheel.training.networks import Classifier
 
 __all__ = [
@@ -153,7 +153,7 @@ def fingerprint(
         "freeze": freeze,
         "init_state": None if init_state is None else _state_digest(init_state),
     }
-    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+    return sha256_bytes(json.dumps(doc, sort_keys=True).encode())[:16]
 
 
 def load_init_state(
