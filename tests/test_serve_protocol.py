@@ -12,6 +12,7 @@ import pytest
 from datawheel.serving.protocol import (
     InferRequest,
     ProtocolError,
+    brief,
     encode_infer_response,
     parse_infer_request,
 )
@@ -154,3 +155,15 @@ def test_binary_response_layout() -> None:
     n_probs = doc["outputs"][0]["parameters"]["binary_data_size"]
     np.testing.assert_array_equal(np.frombuffer(blob[:n_probs], "<f4"), probs.reshape(-1))
     assert blob[n_probs:] == struct.pack("<I", 3) + b"yes"
+
+
+def test_brief_bounds_what_an_error_echoes() -> None:
+    assert brief("abc") == "'abc'" and brief(7) == "7" and brief(None) == "None"
+    long = brief("x" * 3_000_000)
+    assert long == repr("x" * 100) + "...(3000000 chars)"
+    nested: Any = 1
+    for _ in range(5000):  # deeper than the interpreter's recursion limit
+        nested = [nested]
+    assert len(brief(nested)) <= 110
+    assert len(brief(list(range(10**5)))) <= 110
+    assert len(brief({"k" * 10**6: "v" * 10**6})) <= 110

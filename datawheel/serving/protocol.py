@@ -8,6 +8,7 @@ Every client mistake raises :class:`ProtocolError` with a 4xx status and a messa
 from __future__ import annotations
 
 import math
+import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 __all__ = [
     "InferRequest",
     "ProtocolError",
+    "brief",
     "encode_infer_response",
     "error_body",
     "parse_infer_request",
@@ -54,6 +56,27 @@ class InferRequest:
     id: str | None = None
     outputs: list[str] = field(default_factory=list)  # empty: all outputs
     binary_outputs: set[str] = field(default_factory=set)
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict = 3, 8, 8
+_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 120
+
+
+def brief(value: object, limit: int = 100) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+
+    Error bodies quote what the client sent; a 3 MB id must not come back as a 3 MB 404.
+    A long string keeps its first ``limit`` characters and says how long it was:
+    ``'aaaa...'...(3000000 chars)``. Other values are abbreviated by :mod:`reprlib`
+    (safe on deep nesting) and cut to ``limit`` characters.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}...({len(value)} chars)"
+    text = _BRIEF.repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
 
 
 def error_body(message: str) -> bytes:
