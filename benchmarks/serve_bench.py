@@ -35,6 +35,8 @@ tables, JSON).
     .venv/bin/python benchmarks/serve_bench.py                       # 1 and 64 clients, 10 s
     .venv/bin/python benchmarks/serve_bench.py --concurrency 1,16,64 --duration 20 \\
         --json-out serve_bench.json
+    git worktree add /tmp/before HEAD~5   # then: before/after in one run
+    .venv/bin/python benchmarks/serve_bench.py --servers datawheel --baseline-path /tmp/before
     .venv/bin/python benchmarks/serve_bench.py --servers kserve,fastapi --store file://STORE
 """
 
@@ -155,6 +157,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="datawheel CLI (default: beside this Python)",
     )
     add(
+        "--baseline-path",
+        type=Path,
+        default=None,
+        help="a checkout of datawheel (e.g. a git worktree of an older commit) to measure as "
+        f"'{harness.BASELINE}' in the same run, beside this tree's datawheel",
+    )
+    add(
         "--ready-timeout",
         type=float,
         default=180.0,
@@ -183,6 +192,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup.console.print("[yellow]taskset or a 2nd CPU missing: --pin none[/]")
         args.pin = "none"
     servers: list[str] = list(args.servers)
+    if args.baseline_path is not None:
+        if not (args.baseline_path / "datawheel" / "__init__.py").is_file():
+            raise SystemExit(f"--baseline-path {args.baseline_path} has no datawheel package")
+        args.baseline_path = args.baseline_path.resolve()
+        if "datawheel" in servers and harness.BASELINE not in servers:
+            servers.insert(servers.index("datawheel") + 1, harness.BASELINE)
 
     args.datawheel_help = None
     if "datawheel" in servers:

@@ -83,6 +83,10 @@ class ServerRun:
     points: list[Point] = field(default_factory=list)
 
 
+BASELINE = "datawheel-baseline"  # datawheel serve from another checkout (--baseline-path)
+DATAWHEEL_SERVERS = ("datawheel", BASELINE)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -108,7 +112,7 @@ def datawheel_serve_help(datawheel: Path) -> str | None:
 def server_command(
     server: str, args: argparse.Namespace, work: Workload, port: int, rundir: Path
 ) -> list[str]:
-    if server == "datawheel":
+    if server in DATAWHEEL_SERVERS:
         # A fresh copy of the model per run: datawheel serve appends every prediction to a
         # ledger in its store, and a store that kept the earlier rounds' ledger would make
         # later rounds start slower and bigger, and serve slower.
@@ -137,8 +141,15 @@ def server_command(
     return cmd
 
 
-def server_env(torch_threads: int) -> dict[str, str]:
+def server_env(
+    torch_threads: int, server: str = "", baseline: Path | None = None
+) -> dict[str, str]:
     env = dict(os.environ)
+    if server == BASELINE and baseline is not None:
+        # the same venv and CLI, but the datawheel package of another checkout comes first
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(baseline), env.get("PYTHONPATH", "")) if p
+        )
     env.pop("DATAWHEEL_SERVE_TOKEN", None)  # no auth on the benchmark's requests
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = str(torch_threads)
@@ -350,7 +361,9 @@ def bench_server(
     wrk_cpu = "1" if args.pin == "split" else None
     console.print(f"[bold]{server}[/] (round {rnd}): starting on port {port} ...")
     try:
-        with running(cmd, server_env(args.torch_threads), log_path) as proc:
+        with running(
+            cmd, server_env(args.torch_threads, server, args.baseline_path), log_path
+        ) as proc:
             run.ready_seconds = wait_ready(proc, f"{base}/v2/health/ready", args.ready_timeout)
             run.check = check_answers(infer_url, work)
             console.print(f"  ready in {run.ready_seconds:.1f} s; answers: {run.check}")

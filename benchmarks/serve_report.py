@@ -74,7 +74,7 @@ def ratios(rows: list[dict[str, Any]], levels: Sequence[int]) -> list[dict[str, 
     for conns in levels:
         by = {r["server"]: r for r in rows if r["concurrency"] == conns and "rps" in r}
         dw = by.get("datawheel")
-        for other in ("kserve", "fastapi"):
+        for other in ("datawheel-baseline", "kserve", "fastapi"):
             ref = by.get(other)
             if dw is None or ref is None:
                 continue
