@@ -14,6 +14,10 @@ u32 record count, u32 payload length, u32 CRC-32 of the payload), then the paylo
 Arrow IPC stream of the records (or fixed-layout rows for kind 3). A torn or corrupt frame
 fails its length/CRC check: skipped.
 
+``append`` raises :class:`LedgerUnavailable` (a DatawheelError) when it cannot make the
+records durable (spool disk full or read-only, out of file descriptors, ledger closed):
+nothing of that call was stored, so a server answers 503 and the client may retry.
+
 One job per module:
 
 * :mod:`.records`: :class:`Prediction`, :class:`Feedback`, :class:`PredictionBatch` and
@@ -28,6 +32,13 @@ from __future__ import annotations
 
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.serving.ledger.records import Feedback, Prediction, PredictionBatch
-from datawheel.serving.ledger.writer import Ledger
+from datawheel.serving.ledger.writer import Ledger, LedgerUnavailable
 
-__all__ = ["Feedback", "Ledger", "Prediction", "PredictionBatch", "read_ledger"]
+__all__ = [
+    "Feedback",
+    "Ledger",
+    "LedgerUnavailable",
+    "Prediction",
+    "PredictionBatch",
+    "read_ledger",
+]

@@ -12,6 +12,7 @@ records appended but not yet in the store.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import math
 import os
@@ -35,7 +36,7 @@ from datawheel.serving.ledger.wal import (
 )
 from datawheel.storage import Store, validate_name
 
-__all__ = ["Ledger"]
+__all__ = ["Ledger", "LedgerUnavailable"]
 
 _MAX_WAL_BYTES = 64 << 20  # rotate early so one upload never parses a huge file
 _MAX_BACKOFF_S = 30.0
@@ -43,6 +44,25 @@ _MAX_BACKOFF_S = 30.0
 
 def _stderr_log(line: str) -> None:
     print(f"ledger: {line}", file=sys.stderr, flush=True)
+
+
+class LedgerUnavailable(DatawheelError):
+    """The ledger cannot make records durable now (the spool disk is full or read-only, the
+    process is out of file descriptors, the ledger is closed): nothing of the call was
+    written, so the request can be answered 503 and retried. ``cause`` names the reason
+    (e.g. ``ENOSPC: No space left on device``), ``spool_dir`` the folder."""
+
+    def __init__(self, cause: str, spool_dir: Path, fix: str) -> None:
+        self.cause = cause
+        self.spool_dir = spool_dir
+        super().__init__(f"the ledger cannot write to its spool folder {spool_dir}: {cause}", fix)
+
+
+def _cause(exc: OSError) -> str:
+    """``ENOSPC: No space left on device`` for an OSError; its text where it has no errno."""
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return f"{name}: {text}" if name else text
 
 
 @dataclass(eq=False)
@@ -139,7 +159,13 @@ class Ledger:
         else:
             data, count = encode_records(records, self.model), len(records)
         with self._lock:
-            if self._thread is None or self._closed:
+            if self._closed:
+                raise LedgerUnavailable(
+                    "the ledger is not running: it was closed (the server is shutting down)",
+                    self.spool_dir,
+                    "send the request to another replica",
+                )
+            if self._thread is None:
                 raise DatawheelError("the ledger is not running", "call start() before append()")
             wal = self._current
             try:
@@ -155,9 +181,11 @@ class Ledger:
                         os.ftruncate(wal.fd, wal.size)
                 except OSError:
                     self._rotate_locked()
-                raise DatawheelError(
-                    f"cannot write the ledger WAL in {self.spool_dir}: {exc.strerror or exc}",
-                    "free disk space in the spool folder or fix its permissions",
+                raise LedgerUnavailable(
+                    _cause(exc),
+                    self.spool_dir,
+                    "free disk space in the spool folder (or fix its permissions, mount or file "
+                    "limit); nothing of this request was stored, so it can be retried",
                 ) from exc
             wal.size += len(data)
             wal.count += count
