@@ -20,6 +20,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
+from datawheel.serving.ledger import LedgerUnavailable
 from datawheel.serving.protocol import (
     InferRequest,
     ProtocolError,
@@ -122,6 +123,8 @@ class ServingApp:
             status, body, headers = await handler(scope, receive, parts)
         except ProtocolError as exc:
             status, body = exc.status, error_body(exc.message)
+        except LedgerUnavailable as exc:  # nothing was recorded: answer 503, a retry may land
+            status, body, headers = 503, error_body(str(exc)), {"retry-after": "1"}
         except Exception:  # a bug, not the client's fault: log it and answer 500
             self._error_log.exception(f"unhandled error on {method} {scope['path']}")
         finally:
