@@ -60,6 +60,14 @@ from datawheel.serving.server import ServeConfig, run
     help="How often the alias is checked for a new version.",
 )
 @click.option(
+    "--load-retry-seconds",
+    default=2.0,
+    show_default=True,
+    type=click.FloatRange(0.05),
+    help="A version the alias points at that fails to load is tried again after this, "
+    "doubling up to 5 minutes, and at once when the alias is pointed at it again.",
+)
+@click.option(
     "--fsync",
     is_flag=True,
     help="fsync the ledger log before answering (survives power loss, not only a process kill).",
@@ -76,10 +84,13 @@ def serve(
     spool_dir: str,
     ledger_flush_seconds: float,
     poll_seconds: float,
+    load_retry_seconds: float,
     fsync: bool,
 ) -> None:
     """Serve MODEL until SIGTERM. Set $DATAWHEEL_SERVE_TOKEN to require a bearer token on
-    infer and feedback (health and /metrics stay open)."""
+    infer and feedback (health and /metrics stay open). Prediction ids are signed with
+    $DATAWHEEL_FEEDBACK_KEY (or the file $DATAWHEEL_FEEDBACK_KEY_FILE names), else with a
+    key kept in the store, so any replica accepts feedback for any replica's predictions."""
     run(
         ServeConfig(
             model=model,
@@ -92,6 +103,7 @@ def serve(
             spool_dir=spool_dir,
             ledger_flush_seconds=ledger_flush_seconds,
             poll_seconds=poll_seconds,
+            load_retry_seconds=load_retry_seconds,
             fsync=fsync,
         )
     )

@@ -13,12 +13,18 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from datawheel import registry
+from datawheel.data.transform import Transform
 from datawheel.serving.app import RequestLimits, ServingApp
+from datawheel.serving.ids import PredictionIds, is_legacy_id, load_id_key
 from datawheel.serving.ledger import Ledger, read_ledger
 from datawheel.serving.model import ServedModel, load_served
 from datawheel.serving.predictions import PredictionIndex
@@ -45,6 +51,7 @@ class ServeConfig:
     ledger_flush_seconds: float = 2.0
     poll_seconds: float = 2.0
     fsync: bool = False
+    load_retry_seconds: float = 2.0  # a refused version is tried again after this, doubling
 
 
 class _StoreOnDemand:
@@ -61,20 +68,42 @@ class _StoreOnDemand:
         return self._store
 
 
+@dataclass(frozen=True)
+class _Refusal:
+    record: dict[str, Any]  # the alias record when the version was refused
+    failures: int  # refusals in a row while the record stayed the same
+    retry_at: float  # monotonic time of the next try
+
+
 class AliasWatcher:
     """Follows a registry alias and hot-swaps the served model when it moves.
 
     The new version is fetched, verified, loaded and warmed up on a worker thread;
-    only then is it swapped in. A version that fails is refused (logged, counted)
-    once, and the old one keeps serving.
+    only then is it swapped in. A version that fails is refused (logged with the reason,
+    counted) and the old one keeps serving; it is tried again after ``retry_seconds``,
+    doubling up to ``max_retry_seconds`` (a store error during the load passes), and at
+    once when the alias record changes (the alias is pointed at it again).
     """
 
-    def __init__(self, serving: Serving, store: Store, alias: str, poll_seconds: float) -> None:
+    def __init__(
+        self,
+        serving: Serving,
+        store: Store,
+        alias: str,
+        poll_seconds: float,
+        *,
+        retry_seconds: float = 2.0,
+        max_retry_seconds: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.serving = serving
         self.store = store
         self.alias = alias
         self.poll_seconds = poll_seconds
-        self.refused: set[str] = set()
+        self.retry_seconds = retry_seconds
+        self.max_retry_seconds = max(max_retry_seconds, retry_seconds)
+        self.refused: dict[str, _Refusal] = {}
+        self._clock = clock
         self._last_problem = ""
         self._task: asyncio.Task[None] | None = None
 
@@ -116,29 +145,41 @@ class AliasWatcher:
         if record is None:
             return None
         version = str(record["version"])
-        if version == self.serving.model.version or version in self.refused:
+        if version == self.serving.model.version:
+            return None
+        refusal = self.refused.get(version)
+        if refusal is not None and refusal.record != record:
+            refusal = None  # pointed at it again: try now, and back off from the start
+        if refusal is not None and self._clock() < refusal.retry_at:
             return None
         try:
             model = load_served(self.store, name, version)
         except Exception as exc:
-            self.refused.add(version)
+            failures = refusal.failures + 1 if refusal is not None else 1
+            wait = min(self.retry_seconds * 2 ** (failures - 1), self.max_retry_seconds)
+            self.refused[version] = _Refusal(record, failures, self._clock() + wait)
             self.serving.metrics.load_failures.labels(name).inc()
             log.error(
-                "refused %s:%s, still serving %s: %s",
+                "refused %s:%s, still serving %s: %s (refusal %d; trying again in %.0fs, or "
+                "at once if the alias is pointed at it again)",
                 name,
                 version,
                 self.serving.model.version,
-                str(exc).splitlines()[0] if str(exc) else exc,
+                str(exc).splitlines()[0] if str(exc) else repr(exc),
+                failures,
+                wait,
             )
             return None
+        self.refused.pop(version, None)
         self.serving.swap(model)
         log.warning("now serving %s:%s (loaded in %.2fs)", name, version, model.load_seconds)
         return version
 
 
 def _rebuild_index(store: Store, model: ServedModel, index: PredictionIndex) -> None:
-    """Remember today's and yesterday's predictions and feedback, so feedback for a
-    prediction made before a restart is still accepted."""
+    """Remember today's and yesterday's feedback labels (repeats stay idempotent, live
+    accuracy goes on) and predictions whose ids are of the earlier format (those ids say
+    nothing themselves), so feedback given before a restart is not recorded twice."""
     today = datetime.now(UTC).date()
     for day in (today - timedelta(days=1), today):
         date = day.isoformat()
@@ -149,13 +190,30 @@ def _rebuild_index(store: Store, model: ServedModel, index: PredictionIndex) -> 
             date=date,
             columns=("id", "version", "label"),
         )  # not the input rows
-        for version, group in preds.tail(index.capacity).groupby("version"):
+        legacy = preds[preds["id"].map(is_legacy_id).astype(bool)] if len(preds) else preds
+        for version, group in legacy.tail(index.capacity).groupby("version"):
             index.add(list(group["id"]), str(version), list(group["label"]))
         feedback = read_ledger(
-            store, model=model.name, kind="feedback", date=date, columns=("id", "label")
+            store,
+            model=model.name,
+            kind="feedback",
+            date=date,
+            columns=("id", "version", "predicted", "label"),
         )
-        for pid, label in zip(feedback["id"], feedback["label"], strict=True):
-            index.record(str(pid), str(label))
+        for row in feedback.itertuples(index=False):  # by ts: the latest label wins
+            index.record(str(row.id), str(row.version), str(row.predicted), str(row.label))
+
+
+def _registry_classes(store: Store, name: str) -> Callable[[str], list[str]]:
+    """Looks up a version's classes (its checksum-verified transform.json) in the registry."""
+
+    def classes_of(version: str) -> list[str]:
+        mv = registry.resolve(store, name, version)
+        with tempfile.TemporaryDirectory(prefix="datawheel-classes-") as tmp:
+            registry.fetch(store, mv, tmp, only=("transform.json",))
+            return [str(c) for c in Transform.load(Path(tmp, "transform.json")).classes]
+
+    return classes_of
 
 
 def build_app(
@@ -165,6 +223,7 @@ def build_app(
     name, ref = registry.parse_ref(config.model)
     store = open_store(config.store)
     model = load_served(store, name, ref)
+    key, key_source = load_id_key(store, name)
     metrics = metrics or ServingMetrics(name)
     spool = Path(
         config.spool_dir
@@ -191,9 +250,17 @@ def build_app(
         max_batch_size=config.max_batch_size,
         max_latency_ms=config.max_latency_ms,
         index=index,
+        ids=PredictionIds(name, key, source=key_source),
+        classes_of=_registry_classes(store, name),
     )
     follows_alias = not ref.startswith("v") or not ref[1:].isdigit()
-    watcher = AliasWatcher(serving, store, ref, config.poll_seconds) if follows_alias else None
+    watcher = (
+        AliasWatcher(
+            serving, store, ref, config.poll_seconds, retry_seconds=config.load_retry_seconds
+        )
+        if follows_alias
+        else None
+    )
 
     async def startup() -> None:
         if watcher is not None:
@@ -228,6 +295,7 @@ def run(config: ServeConfig, *, announce: bool = True) -> None:
             f"(loaded in {m.load_seconds:.2f}s)",
             flush=True,
         )
+        print(f"prediction ids are signed with the key from {serving.ids.source}", flush=True)
     uvicorn.run(
         app,
         host=config.host,

@@ -2,16 +2,23 @@
 
 :class:`Serving` holds the current model, the dynamic batcher, the prediction ledger, the
 metrics, the prediction index and the input drift monitor. It runs each coalesced batch
-on the inference thread (predict, give every row an id, write the ledger, remember the
-ids), records feedback, and hot-swaps the model. It knows nothing of HTTP: the routes,
-limits and auth are :class:`~datawheel.serving.app.ServingApp`'s.
+on the inference thread (predict, give every row a signed id, write the ledger), records
+feedback for an id any replica issued, and hot-swaps the model. It knows nothing of HTTP:
+the routes, limits and auth are :class:`~datawheel.serving.app.ServingApp`'s.
+
+Nothing is answered before it is in the ledger: a batch or a label whose ``append`` fails
+raises :class:`~datawheel.serving.ledger.LedgerUnavailable` (answered 503) and is not
+remembered, so the client's retry is recorded like a first try.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,13 +26,17 @@ import numpy as np
 
 from datawheel.monitoring.drift import DriftMonitor
 from datawheel.serving.batcher import DynamicBatcher
-from datawheel.serving.ledger import Feedback, Ledger, PredictionBatch
+from datawheel.serving.ids import PredictionIds, is_legacy_id
+from datawheel.serving.ledger import Feedback, Ledger, LedgerUnavailable, PredictionBatch
 from datawheel.serving.model import ServedModel
-from datawheel.serving.predictions import PredictionIndex
-from datawheel.serving.protocol import ProtocolError
+from datawheel.serving.predictions import FeedbackOutcome, PredictionIndex
+from datawheel.serving.protocol import ProtocolError, brief
 from datawheel.serving.telemetry import ServingMetrics
 
 __all__ = ["BatchResult", "Serving"]
+
+log = logging.getLogger("datawheel.serve")
+_LOG_EVERY_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -42,11 +53,18 @@ def _drift_monitor(model: ServedModel) -> DriftMonitor:
     return DriftMonitor(list(model.feature_mean), list(model.feature_std))
 
 
+def _no_classes(version: str) -> list[str]:
+    raise LookupError(f"no registry to look {version} up in")
+
+
 class Serving:
     """Everything a request needs: the current model, batcher, ledger, metrics, index.
 
     ``model`` is swapped by assignment (atomic); a batch holds on to the model it
-    started with, so in-flight requests finish on the old version.
+    started with, so in-flight requests finish on the old version. ``ids`` signs the
+    prediction ids (a key of this process alone when not given: then only this process
+    can verify them); ``classes_of(version)`` gives another version's classes, to name
+    the predicted label of feedback for a prediction that version made elsewhere.
     """
 
     def __init__(
@@ -58,11 +76,18 @@ class Serving:
         max_batch_size: int = 64,
         max_latency_ms: float = 2.0,
         index: PredictionIndex | None = None,
+        ids: PredictionIds | None = None,
+        classes_of: Callable[[str], list[str]] = _no_classes,
     ) -> None:
         self.model = model
         self.ledger = ledger
         self.metrics = metrics
         self.index = index if index is not None else PredictionIndex()
+        self.ids = ids if ids is not None else PredictionIds(model.name, os.urandom(32))
+        self._classes_of = classes_of
+        self._classes: dict[str, list[str]] = {model.version: list(model.classes)}
+        self._feedback_lock = threading.Lock()  # check, append, record: one label at a time
+        self._failure_logged, self._failures_unlogged = -float("inf"), 0
         self.batcher: DynamicBatcher[BatchResult] = DynamicBatcher(
             self._run_batch,
             max_batch_size=max_batch_size,
@@ -74,6 +99,7 @@ class Serving:
 
     def swap(self, model: ServedModel) -> None:
         old = self.model.version
+        self._classes[model.version] = list(model.classes)
         self.drift = _drift_monitor(model)
         self.model = model
         self.metrics.serving(model.version, model.checksum, model.load_seconds)
@@ -88,50 +114,111 @@ class Serving:
         self.metrics.drift.labels(model.name, model.version).set(score)
         return score
 
+    def _append(self, records: Sequence[Feedback] | PredictionBatch) -> None:
+        """``ledger.append``; whatever makes it fail is a LedgerUnavailable (a 503)."""
+        try:
+            self.ledger.append(records)
+        except LedgerUnavailable as exc:
+            self._log_failure(exc)
+            raise
+        except Exception as exc:  # any other failure to write means the same: not recorded
+            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            unavailable = LedgerUnavailable(
+                reason, self.ledger.spool_dir, "retry; if it persists, see the server log"
+            )
+            self._log_failure(unavailable)
+            raise unavailable from exc
+
+    def _log_failure(self, exc: Exception) -> None:
+        """Log a failed ledger write at most every 10 s; the ones between are counted."""
+        now = time.monotonic()
+        if now - self._failure_logged < _LOG_EVERY_S:
+            self._failures_unlogged += 1
+            return
+        more = f" ({self._failures_unlogged} more since)" if self._failures_unlogged else ""
+        self._failure_logged, self._failures_unlogged = now, 0
+        log.error("answering 503, nothing recorded: %s%s", exc, more)
+
     def _run_batch(self, rows: np.ndarray) -> BatchResult:
-        """On the inference thread: predict, remember, and write the ledger (durably)."""
+        """On the inference thread: predict, sign the ids, and write the ledger (durably)."""
         model, drift = self.model, self.drift
         start = time.perf_counter()
         probabilities = model.predict(rows)
-        labels = model.labels(probabilities)
-        raw = os.urandom(16 * len(labels)).hex()  # one call for the whole batch's ids
-        ids = [raw[k : k + 32] for k in range(0, len(raw), 32)]
+        indices: list[int] = probabilities.argmax(axis=1).tolist()
+        classes = model.classes
+        labels = [classes[i] for i in indices]
+        ts = time.time()
+        ids = self.ids.issue(model.version, ts, indices)
         latency_ms = (time.perf_counter() - start) * 1000
-        self.ledger.append(
+        self._append(
             PredictionBatch(
-                ids, time.time(), model.name, model.version, rows, labels, probabilities, latency_ms
+                ids, ts, model.name, model.version, rows, labels, probabilities, latency_ms
             )
         )
-        self.index.add(ids, model.version, labels)
         drift.observe(rows)
         counter = self.metrics.predictions
         for label in set(labels):
             counter.labels(model.name, model.version, label).inc(labels.count(label))
         return BatchResult(model.version, probabilities, labels, ids)
 
+    def _version_classes(self, version: str) -> list[str]:
+        """The classes of ``version`` (cached; looked up in the registry the first time)."""
+        classes = self._classes.get(version)
+        if classes is None:
+            try:
+                classes = list(self._classes_of(version))
+            except Exception as exc:
+                raise ProtocolError(
+                    503,
+                    f"cannot look up the classes of {self.model.name}:{version}, which made "
+                    f"this prediction, to record the label: {' '.join(str(exc).split())[:300]}"
+                    "; retry",
+                ) from exc
+            self._classes[version] = classes
+        return classes
+
+    def _prediction(self, pid: str) -> tuple[str, str]:
+        """The version that made prediction ``pid`` and the label it predicted; else 404."""
+        issued = self.ids.verify(pid)
+        if issued is not None:
+            classes = self._version_classes(issued.version)
+            if issued.class_index < len(classes):
+                return issued.version, classes[issued.class_index]
+        elif is_legacy_id(pid) and (found := self.index.get(pid)) is not None:
+            return found
+        raise ProtocolError(
+            404,
+            f"no prediction with id {brief(pid)}: {self.model.name!r} servers did not issue it "
+            "(mistyped, altered or signed with another key), or it is an id of the earlier "
+            "format that this server does not know",
+        )
+
     def feedback(self, pid: str, label: str) -> dict[str, Any]:
-        found = self.index.get(pid)
-        if found is None:
-            raise ProtocolError(404, f"no prediction with id {pid!r} (unknown or too old)")
-        classes = self.model.classes  # the label space feedback is collected in
-        if label not in classes:
-            raise ProtocolError(422, f"label {label!r} is not one of the model's classes {classes}")
-        outcome = self.index.record(pid, label)
-        assert outcome is not None
-        name = self.model.name
-        if outcome.changed:
-            self.ledger.append(
-                [Feedback(pid, time.time(), name, outcome.version, label, outcome.predicted)]
+        """Record ``label`` for prediction ``pid`` (made by any replica) in the ledger."""
+        version, predicted = self._prediction(pid)
+        classes = self.model.classes  # the label space feedback is collected in...
+        if label not in classes and label not in self._classes.get(version, ()):
+            # ...or the one of the version that predicted
+            raise ProtocolError(
+                422, f"label {brief(label)} is not one of the model's classes {classes}"
             )
-            result = "correct" if outcome.correct else "incorrect"
-            self.metrics.feedback.labels(name, outcome.version, result).inc()
-            accuracy = self.index.live_accuracy(outcome.version)
-            if accuracy is not None:
-                self.metrics.live_accuracy.labels(name, outcome.version).set(accuracy)
+        name = self.model.name
+        with self._feedback_lock:
+            if self.index.label(pid) == label:
+                outcome = FeedbackOutcome(version, predicted, False, label == predicted)
+            else:
+                self._append([Feedback(pid, time.time(), name, version, label, predicted)])
+                outcome = self.index.record(pid, version, predicted, label)
+                result = "correct" if outcome.correct else "incorrect"
+                self.metrics.feedback.labels(name, version, result).inc()
+                accuracy = self.index.live_accuracy(version)
+                if accuracy is not None:
+                    self.metrics.live_accuracy.labels(name, version).set(accuracy)
         return {
             "id": pid,
             "label": label,
-            "predicted": outcome.predicted,
+            "version": version,
+            "predicted": predicted,
             "correct": outcome.correct,
             "duplicate": not outcome.changed,
         }
