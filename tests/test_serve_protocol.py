@@ -167,3 +167,125 @@ def test_brief_bounds_what_an_error_echoes() -> None:
     assert len(brief(nested)) <= 110
     assert len(brief(list(range(10**5)))) <= 110
     assert len(brief({"k" * 10**6: "v" * 10**6})) <= 110
+
+
+_ROW = [0.5] * 64
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        [[0.5] * 63, [0.5] * 65],  # 128 values, split 63 + 65: shifted features
+        [[0.5] * 63, 0.5, *([0.5] * 64)],  # a row, a bare number, then the rest
+        [[0.5] * 63, 0.5],
+        [_ROW, [_ROW]],  # one row nested a level deeper
+        [[_ROW], [_ROW]],
+        [_ROW, _ROW, _ROW],  # three rows for a shape of two
+        [_ROW[:32] + [[0.5]] * 32, _ROW],  # lists where numbers belong
+    ],
+    ids=["63+65", "row-bare-rest", "row-bare", "deeper-2nd", "deeper-both", "3-rows", "inner"],
+)
+def test_ragged_or_misnested_rows_are_400_never_misread(data: Any) -> None:
+    with pytest.raises(ProtocolError) as err:
+        _parse(_tensor(data, [2, 64]), n_features=64)
+    assert err.value.status == 400
+    assert len(err.value.message) < 300
+
+
+def test_nested_data_must_match_the_shape_and_flat_data_stays_allowed() -> None:
+    rows = np.arange(128, dtype=np.float32).reshape(2, 64)
+    nested = _parse(_tensor(rows.tolist(), [2, 64]), n_features=64)
+    flat = _parse(_tensor(rows.reshape(-1).tolist(), [2, 64]), n_features=64)
+    np.testing.assert_array_equal(nested.rows, rows)
+    np.testing.assert_array_equal(flat.rows, rows)
+    single = _parse(_tensor([1, 2, 3], [3]))
+    assert single.rows.shape == (1, 3)
+    with pytest.raises(ProtocolError, match="shape"):
+        _parse(_tensor([[1, 2, 3]], [3]))  # nested as [1, 3] but declared [3]
+
+
+def _deep(depth: int) -> bytes:
+    """``depth`` nested one-element lists, as JSON text (orjson.dumps stops at 254 levels)."""
+    return b"[" * depth + b"0.5" + b"]" * depth
+
+
+def _raw(template: bytes, deep: bytes) -> bytes:
+    return template.replace(b"DEEP", deep)
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        _raw(b'{"inputs":[{"shape":[1,3],"datatype":"FP32","data":DEEP}]}', _deep(1000)),
+        _raw(b'{"inputs":[{"shape":[1,3],"datatype":"FP32","data":[DEEP,1,2]}]}', _deep(1000)),
+        _raw(
+            b'{"inputs":[{"shape":[1,3],"datatype":"FP32","data":[1,2,3]}],'
+            b'"outputs":[{"name":DEEP}]}',
+            _deep(1000),
+        ),
+        _tensor([1, 2, 3], [1, 3], outputs=5),  # was a TypeError
+        _tensor([1, 2, 3], [1, 3], outputs=True),
+        _tensor([1, 2, 3], [1, 3], outputs=1.5),
+        _tensor([], [2**63, 0]),  # was a numpy ValueError
+        _tensor([], [0, 2**63]),
+        _tensor([], [2**63]),
+        _raw(
+            b'{"inputs":[{"shape":[1,3],"datatype":"FP32","data":[1,2,3]}],'
+            b'"parameters":{"binary_data_output":DEEP}}',
+            _deep(1000),
+        ),
+    ],
+    ids=[
+        "deep-data",
+        "deep-value",
+        "deep-output",
+        "outputs-5",
+        "outputs-true",
+        "outputs-1.5",
+        "shape-2**63-0",
+        "shape-0-2**63",
+        "shape-2**63",
+        "deep-param",
+    ],
+)
+def test_hostile_json_is_4xx_not_a_crash(doc: Any) -> None:
+    try:
+        _parse(doc)
+    except ProtocolError as err:
+        assert 400 <= err.status < 500 and len(err.message) < 300
+    else:
+        assert b"binary_data_output" in doc  # only a harmless parameter gets through
+
+
+def test_binary_shape_2_63_is_4xx() -> None:
+    doc = {
+        "inputs": [
+            {
+                "name": "input",
+                "shape": [2**63, 0],
+                "datatype": "FP32",
+                "parameters": {"binary_data_size": 0},
+            }
+        ]
+    }
+    head = orjson.dumps(doc)
+    with pytest.raises(ProtocolError) as err:
+        parse_infer_request(
+            head, {"inference-header-content-length": str(len(head))}, n_features=3, max_rows=8
+        )
+    assert 400 <= err.value.status < 500
+
+
+@pytest.mark.parametrize(
+    ("doc", "headers"),
+    [
+        (_tensor([1, 2, 3], [1, 3], "X" * 10**6), {}),
+        (_tensor([1, 2, 3], [1, 3], outputs=[{"name": "y" * 10**6}]), {}),
+        (_tensor([1, 2, 3], [1, 3]), {"inference-header-content-length": "z" * 10**6}),
+    ],
+    ids=["datatype", "output-name", "binary-header"],
+)
+def test_error_messages_do_not_echo_unbounded_input(doc: Any, headers: dict[str, str]) -> None:
+    with pytest.raises(ProtocolError) as err:
+        _parse(doc, headers)
+    assert len(err.value.message) < 400 and "chars)" in err.value.message

@@ -7,7 +7,6 @@ Every client mistake raises :class:`ProtocolError` with a 4xx status and a messa
 
 from __future__ import annotations
 
-import math
 import reprlib
 import struct
 from dataclasses import dataclass, field
@@ -90,24 +89,87 @@ def _split_binary(body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes]:
     try:
         size = int(raw)
     except ValueError:
-        raise ProtocolError(400, f"{_HEADER} must be an integer, got {raw!r}") from None
+        raise ProtocolError(400, f"{_HEADER} must be an integer, got {brief(raw)}") from None
     if not 0 <= size <= len(body):
         raise ProtocolError(400, f"{_HEADER}={size} does not fit a {len(body)}-byte body")
     return body[:size], body[size:]
 
 
-def _flatten(data: Any) -> list[Any]:
+_NUMBER_TYPES = frozenset((int, float))  # what orjson gives for JSON numbers (bool is apart)
+
+
+def _json_values(data: Any, shape: list[int], n_rows: int, n_cols: int) -> list[Any]:
+    """The values of a JSON tensor, flat or nested exactly as ``shape``; never misaligned.
+
+    Flat data (row-major, as tritonclient sends it) must have ``n_rows x n_cols`` values.
+    Nested data must be ``n_rows`` lists of ``n_cols`` numbers for a [rows, features] shape:
+    a ragged row, a bare number among rows or a row nested deeper is a 400, never a shift of
+    features into the next row. The walk is over rows, not values (the type check runs in C),
+    so a deep or ragged body is refused at its first bad row, without recursion.
+    """
     if not isinstance(data, list):
-        raise ProtocolError(400, "input 'data' must be a (possibly nested) list of numbers")
-    if data and isinstance(data[0], list):
-        flat: list[Any] = []
-        for item in data:
-            flat.extend(_flatten(item) if isinstance(item, list) else [item])
-        return flat
+        raise ProtocolError(400, "input 'data' must be a list of numbers (flat or nested by row)")
+    types: set[type] = set()
+    if data and type(data[0]) is list:
+        if len(shape) != 2:
+            raise ProtocolError(
+                400, f"shape {shape} is one row: send its {n_cols} numbers as a flat list"
+            )
+        if len(data) != n_rows:
+            raise ProtocolError(
+                400,
+                f"nested input 'data' must match shape {shape}: {n_rows} rows of {n_cols} "
+                f"numbers (or send it flat); got {len(data)} items at the top level",
+            )
+        for i, row in enumerate(data):
+            if type(row) is not list or len(row) != n_cols:
+                got = f"{len(row)} items" if type(row) is list else brief(row)
+                raise ProtocolError(
+                    400,
+                    f"row {i} of input 'data' must be a list of {n_cols} numbers as shape "
+                    f"{shape} says; got {got}",
+                )
+            types.update(map(type, row))
+    else:
+        if len(data) != n_rows * n_cols:
+            raise ProtocolError(
+                400, f"input has {len(data)} values but shape {shape} needs {n_rows * n_cols}"
+            )
+        types.update(map(type, data))
+    if not types <= _NUMBER_TYPES:
+        raise ProtocolError(400, "input 'data' must hold only numbers")
     return data
 
 
-def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.ndarray, int]:
+def _shape(spec: dict[str, Any], n_features: int, max_rows: int) -> tuple[list[int], int, int]:
+    """The declared shape, checked against the model before any data is looked at."""
+    shape = spec.get("shape")
+    if (
+        not isinstance(shape, list)
+        or not shape
+        or len(shape) > 2
+        or not all(type(d) is int and d >= 0 for d in shape)
+    ):
+        raise ProtocolError(
+            400, "input 'shape' must be [rows, features] or [features] with non-negative integers"
+        )
+    n_rows, n_cols = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
+    if n_cols != n_features:
+        raise ProtocolError(
+            422, f"the model takes {n_features} features per row; got shape {brief(shape)}"
+        )
+    if n_rows == 0:
+        raise ProtocolError(422, "the input has no rows")
+    if n_rows > max_rows:
+        raise ProtocolError(
+            413, f"{n_rows} rows exceed the limit of {max_rows} per request; split the batch"
+        )
+    return shape, n_rows, n_cols
+
+
+def _tensor(
+    spec: dict[str, Any], binary: memoryview, offset: int, n_features: int, max_rows: int
+) -> tuple[np.ndarray, int]:
     datatype = spec.get("datatype")
     if not isinstance(datatype, str):
         raise ProtocolError(400, "input 'datatype' is required, e.g. \"FP32\"")
@@ -115,26 +177,17 @@ def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.n
     if dtype is None:
         raise ProtocolError(
             422,
-            f"datatype {datatype!r} is not supported; send FP32 "
+            f"datatype {brief(datatype)} is not supported; send FP32 "
             f"(or another numeric type: {', '.join(_NUMERIC)})",
         )
-    shape = spec.get("shape")
-    if (
-        not isinstance(shape, list)
-        or not shape
-        or len(shape) > 2
-        or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape)
-    ):
-        raise ProtocolError(
-            400, "input 'shape' must be [rows, features] or [features] with non-negative integers"
-        )
-    count = math.prod(shape)
+    shape, n_rows, n_cols = _shape(spec, n_features, max_rows)
+    count = n_rows * n_cols
     params = spec.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(400, "input 'parameters' must be an object")
     size = params.get("binary_data_size")
     if size is not None:
-        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+        if type(size) is not int or size < 0 or offset + size > len(binary):
             raise ProtocolError(400, "binary_data_size does not match the binary payload")
         if size != count * dtype.itemsize:
             raise ProtocolError(
@@ -145,18 +198,12 @@ def _tensor(spec: dict[str, Any], binary: memoryview, offset: int) -> tuple[np.n
         array = np.frombuffer(binary[offset : offset + size], dtype=dtype)
         offset += size
     else:
-        flat = _flatten(spec.get("data"))
-        if len(flat) != count:
-            raise ProtocolError(
-                400, f"input has {len(flat)} values but shape {shape} needs {count}"
-            )
-        if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
-            raise ProtocolError(400, "input 'data' must hold only numbers")
+        values = _json_values(spec.get("data"), shape, n_rows, n_cols)
         try:
-            array = np.asarray(flat, dtype=np.float64)
+            array = np.asarray(values, dtype=np.float64)
         except (OverflowError, ValueError):
             raise ProtocolError(400, "input 'data' has numbers out of range") from None
-    rows = array.astype(np.float32, copy=False).reshape(shape if len(shape) == 2 else [1, -1])
+    rows = array.astype(np.float32, copy=False).reshape(n_rows, n_cols)
     if np.isinf(rows).any():  # NaN is a missing value the model imputes; infinity is not
         raise ProtocolError(422, "input has infinite values")
     return rows, offset
@@ -176,19 +223,9 @@ def parse_infer_request(
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
         raise ProtocolError(400, "'inputs' must be a list with exactly one tensor object")
-    rows, used = _tensor(inputs[0], memoryview(binary), 0)
+    rows, used = _tensor(inputs[0], memoryview(binary), 0, n_features, max_rows)
     if used != len(binary):
         raise ProtocolError(400, f"{len(binary) - used} bytes of binary payload are unused")
-    if rows.shape[1] != n_features:
-        raise ProtocolError(
-            422, f"the model takes {n_features} features per row; got shape {list(rows.shape)}"
-        )
-    if rows.shape[0] == 0:
-        raise ProtocolError(422, "the input has no rows")
-    if rows.shape[0] > max_rows:
-        raise ProtocolError(
-            413, f"{rows.shape[0]} rows exceed the limit of {max_rows} per request; split the batch"
-        )
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise ProtocolError(400, "'id' must be a string")
@@ -197,11 +234,14 @@ def parse_infer_request(
         raise ProtocolError(400, "'parameters' must be an object")
     req = InferRequest(rows=rows, id=request_id)
     all_binary = params.get("binary_data_output") is True
-    for out in doc.get("outputs") or []:
+    outputs = doc.get("outputs")
+    if outputs is not None and not isinstance(outputs, list):
+        raise ProtocolError(400, "'outputs' must be a list of {\"name\": ...} objects")
+    for out in outputs or ():
         name = out.get("name") if isinstance(out, dict) else None
         if name not in ("label", "probabilities"):
             raise ProtocolError(
-                400, f"unknown output {name!r}; outputs are 'label' and 'probabilities'"
+                400, f"unknown output {brief(name)}; outputs are 'label' and 'probabilities'"
             )
         req.outputs.append(name)
         out_params = out.get("parameters") or {}
