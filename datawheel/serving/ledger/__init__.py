@@ -12,7 +12,9 @@ A WAL file ``wal-<time_ns>-<hex8>.wal`` is a run of frames, one per record kind 
 ``append``: a 17-byte little-endian header (``DWAL``, kind 1=prediction/2=feedback/3=rows,
 u32 record count, u32 payload length, u32 CRC-32 of the payload), then the payload, an
 Arrow IPC stream of the records (or fixed-layout rows for kind 3). A torn or corrupt frame
-fails its length/CRC check: skipped.
+fails its length/CRC check: skipped. A WAL file deleted (or the whole spool folder),
+unreadable or undecodable is reported and skipped; the ledger makes the folder again, so
+later records still flow, and ``backlog`` counts exactly the records still to upload.
 
 ``append`` raises :class:`LedgerUnavailable` (a DatawheelError) when it cannot make the
 records durable (spool disk full or read-only, out of file descriptors, ledger closed):
@@ -24,6 +26,8 @@ One job per module:
   their Arrow schemas;
 * :mod:`.wal`: the frame format, encoding records to frames and frames back to tables;
 * :mod:`.writer`: :class:`Ledger`, the WAL files, the background upload and the backlog;
+* :mod:`.spool`: the spool folder (its lock, the files left in it, one file to its
+  segments) and :class:`LedgerUnavailable`;
 * :mod:`.segments`: the Parquet segments in the store (key layout, partitioning);
 * :mod:`.reader`: :func:`read_ledger`, what every consumer of the ledger reads it with.
 """
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.serving.ledger.records import Feedback, Prediction, PredictionBatch
-from datawheel.serving.ledger.writer import Ledger, LedgerUnavailable
+from datawheel.serving.ledger.spool import LedgerUnavailable
+from datawheel.serving.ledger.writer import Ledger
 
 __all__ = [
     "Feedback",

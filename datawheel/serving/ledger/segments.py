@@ -4,7 +4,9 @@
 
 ``S`` is the name of the WAL file the rows came from (``<time_ns>-<hex8>``), so uploading
 a WAL file again after a crash overwrites its segments instead of duplicating rows. The
-writer (:mod:`.writer`) puts segments; the reader (:mod:`.reader`) lists and reads them.
+writer (:mod:`.writer`) encodes segments (:func:`encode_segments`, local work: a failure
+there is the file's, never the store's) and puts them; the reader (:mod:`.reader`) lists
+and reads them.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from datawheel.errors import DatawheelError
 from datawheel.serving.ledger.records import SCHEMAS
 from datawheel.storage import Store, validate_name
 
-__all__ = ["segment_prefix", "write_segments"]
+__all__ = ["encode_segments", "segment_prefix", "write_segments"]
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -35,18 +37,26 @@ def segment_prefix(kind: str, model: str, date: str | None = None) -> str:
     return prefix + (f"/date={date}" if date else "")
 
 
-def write_segments(store: Store, kind: str, parts: list[pa.Table], segment: str) -> None:
-    """Put the rows of ``parts`` (tables with ``kind``'s columns) as the Parquet segments
-    named ``segment``: one per model and UTC day of their ``ts``."""
+def encode_segments(kind: str, parts: list[pa.Table], segment: str) -> list[tuple[str, bytes]]:
+    """The rows of ``parts`` (tables with ``kind``'s columns) as ``(key, Parquet bytes)``
+    of the segments named ``segment``: one per model and UTC day of their ``ts``."""
     if not parts:
-        return
+        return []
     schema = SCHEMAS[kind]
     table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
+    out = []
     for model, date, part in _partitions(table):
         sink = pa.BufferOutputStream()
         pq.write_table(part, sink, compression="zstd")
         key = f"ledger/{kind}/model={model}/date={date}/{segment}.parquet"
-        store.put_bytes(key, sink.getvalue().to_pybytes())
+        out.append((key, sink.getvalue().to_pybytes()))
+    return out
+
+
+def write_segments(store: Store, kind: str, parts: list[pa.Table], segment: str) -> None:
+    """Put the segments :func:`encode_segments` makes of ``parts`` in ``store``."""
+    for key, data in encode_segments(kind, parts, segment):
+        store.put_bytes(key, data)
 
 
 def _partitions(table: pa.Table) -> Iterator[tuple[str, str, pa.Table]]:

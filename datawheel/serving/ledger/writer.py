@@ -1,19 +1,22 @@
 """The ledger writer: records are durable on local disk before ``append`` returns.
 
-``append`` writes each batch to a local write-ahead log (WAL, :mod:`.wal`) in ``spool_dir``
-with one ``os.write`` (plus ``fsync`` if asked), so it survives a kill -9 once the call
-returns. A background thread rotates the WAL every ``flush_interval`` seconds (or when a
-file reaches 64 MiB), uploads each rotated file as Parquet segments (:mod:`.segments`),
-then deletes it. While the store is down the files stay (the spool) and are retried with
-capped backoff; ``start`` replays what an earlier process left. ``backlog`` counts the
-records appended but not yet in the store.
+``append`` writes each batch to the WAL (:mod:`.wal`) in ``spool_dir`` with one
+``os.write`` (plus ``fsync`` if asked); a background thread rotates the WAL every
+``flush_interval`` seconds (or at 64 MiB) and uploads each rotated file (:mod:`.spool`).
+
+Nothing wedges it: a WAL file deleted, unreadable or undecodable is reported and skipped,
+and the files after it still upload. If the spool folder (or the file being written) is
+deleted, ``append`` sees it before it returns (the file has no link left), makes the
+folder again, locks it and writes the records to a new file, so every append that returns
+is durable again; what the deleted files held is lost (counted in ``lost``). An append
+that cannot write raises :class:`LedgerUnavailable` after cutting its partial frame off.
+``backlog`` is exactly appended (or replayed) minus uploaded minus ``lost``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import math
 import os
 import sys
@@ -24,45 +27,30 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datawheel.errors import DatawheelError
-from datawheel.serving.ledger.records import KINDS, Feedback, Prediction, PredictionBatch
-from datawheel.serving.ledger.segments import write_segments
-from datawheel.serving.ledger.wal import (
-    decode_frames,
-    encode_batch,
-    encode_records,
-    frame_tables,
-    wal_name,
-    wal_segment,
+from datawheel.serving.ledger.records import Feedback, Prediction, PredictionBatch
+from datawheel.serving.ledger.spool import (
+    LedgerUnavailable,
+    LossReport,
+    SkipWal,
+    background_priority,
+    lock_spool,
+    os_cause,
+    scan_spool,
+    upload_wal,
 )
+from datawheel.serving.ledger.wal import encode_batch, encode_records, wal_name
 from datawheel.storage import Store, validate_name
 
-__all__ = ["Ledger", "LedgerUnavailable"]
+__all__ = ["FINAL_FLUSH_TIMEOUT_S", "Ledger", "LedgerUnavailable"]
 
+#: How long ``close`` waits for the final upload (the server's shutdown waits this long).
+FINAL_FLUSH_TIMEOUT_S = 30.0
 _MAX_WAL_BYTES = 64 << 20  # rotate early so one upload never parses a huge file
 _MAX_BACKOFF_S = 30.0
 
 
 def _stderr_log(line: str) -> None:
     print(f"ledger: {line}", file=sys.stderr, flush=True)
-
-
-class LedgerUnavailable(DatawheelError):
-    """The ledger cannot make records durable now (the spool disk is full or read-only, the
-    process is out of file descriptors, the ledger is closed): nothing of the call was
-    written, so the request can be answered 503 and retried. ``cause`` names the reason
-    (e.g. ``ENOSPC: No space left on device``), ``spool_dir`` the folder."""
-
-    def __init__(self, cause: str, spool_dir: Path, fix: str) -> None:
-        self.cause = cause
-        self.spool_dir = spool_dir
-        super().__init__(f"the ledger cannot write to its spool folder {spool_dir}: {cause}", fix)
-
-
-def _cause(exc: OSError) -> str:
-    """``ENOSPC: No space left on device`` for an OSError; its text where it has no errno."""
-    name = errno.errorcode.get(exc.errno or 0)
-    text = exc.strerror or str(exc) or type(exc).__name__
-    return f"{name}: {text}" if name else text
 
 
 @dataclass(eq=False)
@@ -101,7 +89,8 @@ class Ledger:
         self._wake = threading.Event()
         self._current: _Wal | None = None  # the file appends go to
         self._pending: list[_Wal] = []  # rotated, not yet uploaded, oldest first
-        self._backlog = 0
+        self._backlog = self._lost = 0
+        self._losses = LossReport(self.spool_dir, log)
         self._passes_started = self._passes_done = 0
         self._last_ok, self._failing = True, False
         self._closed = False
@@ -110,25 +99,28 @@ class Ledger:
 
     @property
     def backlog(self) -> int:
-        """Records appended (durable on local disk) but not yet in the store."""
+        """Records appended (durable on local disk) and not yet in the store: exactly
+        those this ledger will still upload."""
         return self._backlog
+
+    @property
+    def lost(self) -> int:
+        """Records this ledger gave up on: in WAL files deleted by someone else (gone), or
+        unreadable or undecodable (left in the spool folder)."""
+        return self._lost
 
     def start(self) -> None:
         """Lock ``spool_dir``, queue WAL files an earlier process left, start the flusher."""
         if self._thread is not None:
             raise DatawheelError("the ledger is already started", "call start() once")
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        lock_fd = os.open(self.spool_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(lock_fd)
+            lock_fd = lock_spool(self.spool_dir)
+        except BlockingIOError as exc:
             raise DatawheelError(
                 f"ledger spool folder {self.spool_dir} is in use by another ledger",
                 "give each server process its own spool_dir",
             ) from exc
-        found = [p for p in sorted(self.spool_dir.iterdir()) if wal_segment(p.name)]
-        wals = [_Wal(p, sum(c for _, c, _ in decode_frames(p.read_bytes())[0])) for p in found]
+        wals = [_Wal(path, count) for path, count in scan_spool(self.spool_dir, self._log)]
         with self._lock:
             self._lock_fd = lock_fd
             self._pending.extend(wals)
@@ -142,7 +134,8 @@ class Ledger:
         """Write ``records`` to the WAL: one write per call; durable when this returns.
 
         A :class:`PredictionBatch` (what the server writes per model call) is framed
-        straight from its arrays; a sequence of records is converted row by row.
+        straight from its arrays; a sequence of records is converted row by row. Raises
+        :class:`LedgerUnavailable` if it cannot write; then nothing of the call was kept.
         """
         if isinstance(records, PredictionBatch):
             if records.model != self.model or not math.isfinite(records.ts):
@@ -167,22 +160,15 @@ class Ledger:
                 )
             if self._thread is None:
                 raise DatawheelError("the ledger is not running", "call start() before append()")
-            wal = self._current
             try:
-                wal = wal or self._open_locked()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(wal.fd, view) :]
-                if self.fsync:
-                    os.fsync(wal.fd)
+                wal = self._current or self._open_locked()
+                self._write(wal.fd, data)
+                if not os.fstat(wal.fd).st_nlink:  # deleted (by hand?) before it was durable
+                    wal = self._rewrite_locked(data)
             except OSError as exc:
-                try:  # cut the partial frame off; failing that, leave it to the CRC check
-                    if wal is not None:
-                        os.ftruncate(wal.fd, wal.size)
-                except OSError:
-                    self._rotate_locked()
+                self._cut_locked()
                 raise LedgerUnavailable(
-                    _cause(exc),
+                    os_cause(exc),
                     self.spool_dir,
                     "free disk space in the spool folder (or fix its permissions, mount or file "
                     "limit); nothing of this request was stored, so it can be retried",
@@ -195,7 +181,8 @@ class Ledger:
                 self._wake.set()
 
     def flush(self, timeout: float = 30.0) -> bool:
-        """Upload everything appended so far; True if the store now has it all."""
+        """Upload everything appended so far; True if none of it is pending any more (it
+        is in the store, or in ``lost``)."""
         with self._lock:
             self._rotate_locked()
             if not self._pending:
@@ -216,8 +203,9 @@ class Ledger:
                 self._cond.wait(remaining)
         return True
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Final flush (what cannot be uploaded stays spooled) and stop the flusher."""
+    def close(self, timeout: float = FINAL_FLUSH_TIMEOUT_S) -> None:
+        """Final flush (what cannot be uploaded within ``timeout`` stays spooled) and stop
+        the flusher."""
         with self._lock:
             if self._closed:
                 return
@@ -233,9 +221,19 @@ class Ledger:
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
+            self._losses.final()
         if self._backlog:
             self._log(f"{self._backlog} records stay spooled in {self.spool_dir}; they are "
                       "uploaded when a ledger starts on that folder again")  # fmt: skip
+
+    # --- writing (under self._lock) ----------------------------------------------------------
+
+    def _write(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        if self.fsync:
+            os.fsync(fd)
 
     def _set_backlog(self, n: int) -> None:
         if n != self._backlog:
@@ -245,7 +243,12 @@ class Ledger:
     def _open_locked(self) -> _Wal:
         path = self.spool_dir / wal_name()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND
-        self._current = _Wal(path, fd=os.open(path, flags, 0o644))
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # the spool folder was deleted
+            self._relock_locked()
+            fd = os.open(path, flags, 0o644)
+        self._current = _Wal(path, fd=fd)
         if self.fsync:  # make the new directory entry durable too
             dir_fd = os.open(self.spool_dir, os.O_RDONLY)
             try:
@@ -254,27 +257,83 @@ class Ledger:
                 os.close(dir_fd)
         return self._current
 
+    def _relock_locked(self) -> None:
+        """Make the spool folder again and lock it, if its lock file is gone with it."""
+        if self._lock_fd is not None and os.fstat(self._lock_fd).st_nlink:
+            return
+        try:
+            fd = lock_spool(self.spool_dir)
+        except BlockingIOError:
+            raise OSError(errno.EBUSY, "the spool folder was deleted and another ledger "
+                          "locked it when it was made again") from None  # fmt: skip
+        old, self._lock_fd = self._lock_fd, fd
+        if old is not None:
+            os.close(old)
+
+    def _rewrite_locked(self, data: bytes) -> _Wal:
+        """The current WAL file was deleted while open (its records are gone with it): count
+        them lost, open a new file (making the folder again) and write ``data`` there."""
+        for _ in range(3):
+            gone = self._current
+            assert gone is not None
+            self._current = None
+            with contextlib.suppress(OSError):
+                os.close(gone.fd)
+            self._lose_locked(gone)
+            self._relock_locked()
+            wal = self._open_locked()
+            self._write(wal.fd, data)
+            if os.fstat(wal.fd).st_nlink:
+                self._wake.set()  # the flusher reports and skips what else was deleted
+                return wal
+        raise OSError(errno.ENOENT, "the spool folder is deleted again as soon as it is made")
+
+    def _cut_locked(self) -> None:
+        """After a failed write: cut the partial frame off the current file, so the next
+        append follows the last whole frame; failing that, start a new file (the torn tail
+        is then the last thing in the old one, where the CRC check skips it)."""
+        if (wal := self._current) is None:
+            return
+        try:
+            os.ftruncate(wal.fd, wal.size)
+        except OSError:
+            self._rotate_locked()
+
     def _rotate_locked(self) -> None:
         """Close the current WAL file; new appends go to a new one."""
         if (wal := self._current) is None:
             return
-        os.close(wal.fd)
+        self._current = None
+        with contextlib.suppress(OSError):  # the data is written; a failed close loses none
+            os.close(wal.fd)
         if wal.count:
             self._pending.append(wal)
         else:
-            wal.path.unlink(missing_ok=True)
-        self._current = None
+            with contextlib.suppress(OSError):
+                wal.path.unlink(missing_ok=True)
+
+    def _lose_locked(self, wal: _Wal) -> None:
+        """``wal`` will not be uploaded: take it off the backlog and count it lost."""
+        self._lost += wal.count
+        self._set_backlog(self._backlog - wal.count)
+        self._losses.add(wal.count)
+
+    # --- uploading (the flusher thread) ------------------------------------------------------
 
     def _run(self) -> None:
-        _background_priority()
+        background_priority()
         delay = 0.0 if self._pending else self.flush_interval  # replay right away
         failures = 0
         while True:
             self._wake.wait(delay)
             self._wake.clear()
             stopping = self._closed
-            with self._upload_lock:
-                ok = self._pass()
+            try:
+                with self._upload_lock:
+                    ok = self._pass()
+            except Exception as exc:  # a bug or a local fault: the flusher never stops
+                ok = False
+                self._log(f"upload pass failed: {exc!r:.300}")
             if stopping:
                 return
             failures = 0 if ok else min(failures + 1, 16)
@@ -291,43 +350,44 @@ class Ledger:
         ok = True
         try:
             for wal in todo:
-                if self._store is None:
-                    self._store = self._store_factory()
-                self._upload(self._store, wal)
-                with self._cond:
-                    self._pending.remove(wal)
-                    self._set_backlog(self._backlog - wal.count)
-                    self._cond.notify_all()
+                self._upload(wal)
         except Exception as exc:
             ok, self._store = False, None
             if not self._failing:
                 self._log(f"cannot upload to the store, spooling in {self.spool_dir} and "
                           f"retrying: {' '.join(str(exc).split())[:300]}")  # fmt: skip
-        if ok and self._failing and todo:
-            self._log("the store is reachable again; spooled records uploaded")
-        self._failing = not ok
-        with self._cond:
-            self._passes_done, self._last_ok = number, ok
-            self._cond.notify_all()
+        finally:
+            if ok and self._failing and todo:
+                self._log("the store is reachable again; spooled records uploaded")
+            self._failing = not ok
+            with self._cond:
+                self._passes_done, self._last_ok = number, ok
+                self._cond.notify_all()
         return ok
 
-    def _upload(self, store: Store, wal: _Wal) -> None:
-        """Upload ``wal``'s records as Parquet segments named after it, then delete it."""
-        frames, skipped = decode_frames(wal.path.read_bytes())
-        if skipped:
-            self._log(f"skipped {skipped} bytes of a torn or corrupt write in {wal.path.name} "
-                      "(an append that never returned)")  # fmt: skip
-        segment = wal_segment(wal.path.name)
-        assert segment is not None
-        tables = frame_tables(frames)
-        for kind in KINDS:
-            write_segments(store, kind, tables[kind], segment)
-        wal.path.unlink(missing_ok=True)
+    def _store_or_open(self) -> Store:
+        if self._store is None:
+            self._store = self._store_factory()
+        return self._store
 
-
-def _background_priority() -> None:
-    """Run this thread at a lower OS priority (Linux niceness is per thread), so uploading
-    never takes CPU from the threads answering requests. A thread waiting for the GIL
-    sleeps, so this cannot starve the server; where it is not allowed, nothing changes."""
-    with contextlib.suppress(AttributeError, OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    def _upload(self, wal: _Wal) -> None:
+        """Upload ``wal``'s records as Parquet segments named after it, then delete it; one
+        that cannot be uploaded (:class:`SkipWal`) is reported and skipped."""
+        try:
+            upload_wal(self._store_or_open, wal.path, self._log)
+        except SkipWal as skip:
+            with self._cond:
+                self._pending.remove(wal)
+                if skip.gone:
+                    self._lose_locked(wal)
+                else:
+                    self._lost += wal.count
+                    self._set_backlog(self._backlog - wal.count)
+                    self._log(f"WAL file {wal.path.name} is {skip.reason}: its {wal.count} "
+                              "records are skipped")  # fmt: skip
+                self._cond.notify_all()
+            return
+        with self._cond:
+            self._pending.remove(wal)
+            self._set_backlog(self._backlog - wal.count)
+            self._cond.notify_all()
