@@ -12,11 +12,12 @@ An id is ``VERSION.TIME.CLASS.NONCE.TAG``, e.g.
 
 So a replica that did not make a prediction can still accept feedback for it and learn
 the version and predicted class, and nobody without the key can make up an id. The key
-(:func:`load_id_key`) is ``$DATAWHEEL_FEEDBACK_KEY``, the file ``$DATAWHEEL_FEEDBACK_KEY_FILE``
-names (a mounted Secret), or else a random key kept in the store at
-``serving/NAME/prediction-id.key``, created by whichever replica comes first. Ids of the
-format before this one (32 hex characters, :func:`is_legacy_id`) carry nothing: only the
-process that knows them (its prediction index) can accept them.
+(:func:`load_id_key`) is ``$DATAWHEEL_FEEDBACK_KEY``, the file
+``$DATAWHEEL_FEEDBACK_KEY_FILE`` names (a mounted Secret; a file that does not exist counts
+as unset), or else a random key kept in the store at ``serving/NAME/prediction-id.key``,
+created by whichever replica comes first. Ids of the format before this one (32 hex
+characters, :func:`is_legacy_id`) carry nothing: only the process that knows them (its
+prediction index) can accept them.
 """
 
 from __future__ import annotations
@@ -115,7 +116,11 @@ def id_key_path(model: str) -> str:
 
 
 def _configured_key(environ: Mapping[str, str]) -> tuple[bytes, str] | None:
-    """``$DATAWHEEL_FEEDBACK_KEY`` or the file ``$DATAWHEEL_FEEDBACK_KEY_FILE`` names."""
+    """``$DATAWHEEL_FEEDBACK_KEY`` or the file ``$DATAWHEEL_FEEDBACK_KEY_FILE`` names.
+
+    A file that does not exist is no key: that is how Kubernetes mounts an optional Secret
+    that was not created. Any other reason it cannot be read is an error.
+    """
     value = environ.get(KEY_ENV, "").strip()
     if value:
         return value.encode(), f"${KEY_ENV}"
@@ -124,6 +129,8 @@ def _configured_key(environ: Mapping[str, str]) -> tuple[bytes, str] | None:
         return None
     try:
         value = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise DatawheelError(
@@ -162,4 +169,7 @@ def load_id_key(
             f"delete it to have a new one made (ids signed with it stop verifying), or set "
             f"{KEY_ENV}",
         )
-    return text, f"{store.uri} {key}"
+    source = f"the store ({store.uri} {key})"
+    if path := environ.get(f"{KEY_ENV}_FILE", "").strip():
+        source += f"; {KEY_ENV}_FILE={path} does not exist (no Secret)"
+    return text, source

@@ -14,6 +14,7 @@ remembered, so the client's retry is recorded like a first try.
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import threading
@@ -51,6 +52,14 @@ class BatchResult:
 
 def _drift_monitor(model: ServedModel) -> DriftMonitor:
     return DriftMonitor(list(model.feature_mean), list(model.feature_std))
+
+
+def _reason(exc: Exception) -> str:
+    """``ENOSPC: No space left on device`` for an OSError, else the error's text (one line)."""
+    code = errno.errorcode.get(exc.errno or 0) if isinstance(exc, OSError) else None
+    if code and isinstance(exc, OSError) and exc.strerror:
+        return f"{code}: {exc.strerror}"
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
 
 
 def _no_classes(version: str) -> list[str]:
@@ -122,9 +131,8 @@ class Serving:
             self._log_failure(exc)
             raise
         except Exception as exc:  # any other failure to write means the same: not recorded
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
             unavailable = LedgerUnavailable(
-                reason, self.ledger.spool_dir, "retry; if it persists, see the server log"
+                _reason(exc), self.ledger.spool_dir, "retry; if it persists, see the server log"
             )
             self._log_failure(unavailable)
             raise unavailable from exc
