@@ -128,8 +128,9 @@ def test_serving_pod_is_probed_limited_and_locked_down(overlay: str) -> None:
     # credentials: the Secret as files, never a literal value in the environment
     for env in container.get("env", []):
         assert "value" not in env or not env["name"].endswith(("_KEY", "_KEY_ID", "PASSWORD"))
-    secrets = [v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v]
-    assert secrets == ["datawheel-s3"]
+    secrets = {v["secret"]["secretName"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+    assert list(secrets) == ["datawheel-s3", "datawheel-feedback-key"]
+    assert secrets["datawheel-feedback-key"]["optional"] is True  # else the store's key
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
