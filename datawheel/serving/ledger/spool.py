@@ -103,9 +103,8 @@ def upload_wal(store: Callable[[], Store], path: Path, log: Callable[[str], None
     """Put the segments of the WAL file at ``path`` in ``store()``, then delete the file
     (if that fails, the segments are in all the same: a restart uploads it again, in place).
     Raises :class:`SkipWal` as :func:`wal_segments` does, and whatever the store raises."""
-    segments = wal_segments(path, log)
-    target = store()
-    for key, data in segments:
+    target = store()  # first: while the store cannot even be opened, nothing is parsed
+    for key, data in wal_segments(path, log):
         target.put_bytes(key, data)
     try:
         path.unlink(missing_ok=True)

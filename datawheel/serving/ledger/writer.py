@@ -1,16 +1,11 @@
 """The ledger writer: records are durable on local disk before ``append`` returns.
 
-``append`` writes each batch to the WAL (:mod:`.wal`) in ``spool_dir`` with one
-``os.write`` (plus ``fsync`` if asked); a background thread rotates the WAL every
-``flush_interval`` seconds (or at 64 MiB) and uploads each rotated file (:mod:`.spool`).
-
-Nothing wedges it: a WAL file deleted, unreadable or undecodable is reported and skipped,
-and the files after it still upload. If the spool folder (or the file being written) is
-deleted, ``append`` sees it before it returns (the file has no link left), makes the
-folder again, locks it and writes the records to a new file, so every append that returns
-is durable again; what the deleted files held is lost (counted in ``lost``). An append
-that cannot write raises :class:`LedgerUnavailable` after cutting its partial frame off.
-``backlog`` is exactly appended (or replayed) minus uploaded minus ``lost``.
+``append`` writes each batch to the WAL (:mod:`.wal`) in ``spool_dir`` with one ``os.write``
+(plus ``fsync`` if asked) and checks that the file still has a link: if the spool folder
+was deleted, it makes it again, locks it and writes the records to a new file, so every
+append that returns is durable. A thread rotates the WAL every ``flush_interval`` seconds
+(or at 64 MiB) and uploads each rotated file (:mod:`.spool`); a file that cannot be
+uploaded is skipped, never retried forever. ``backlog`` = appended - uploaded - ``lost``.
 """
 
 from __future__ import annotations
@@ -25,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from datawheel.errors import DatawheelError
 from datawheel.serving.ledger.records import Feedback, Prediction, PredictionBatch
@@ -152,17 +148,13 @@ class Ledger:
         else:
             data, count = encode_records(records, self.model), len(records)
         with self._lock:
-            if self._closed:
-                raise LedgerUnavailable(
-                    "the ledger is not running: it was closed (the server is shutting down)",
-                    self.spool_dir,
-                    "send the request to another replica",
-                )
-            if self._thread is None:
-                raise DatawheelError("the ledger is not running", "call start() before append()")
+            if self._closed or self._thread is None:
+                self._refuse_locked()
             try:
                 wal = self._current or self._open_locked()
-                self._write(wal.fd, data)
+                done = os.write(wal.fd, data)  # one write, the common case: no loop
+                if done != len(data) or self.fsync:
+                    self._write(wal.fd, data, done)
                 if not os.fstat(wal.fd).st_nlink:  # deleted (by hand?) before it was durable
                     wal = self._rewrite_locked(data)
             except OSError as exc:
@@ -175,7 +167,8 @@ class Ledger:
                 ) from exc
             wal.size += len(data)
             wal.count += count
-            self._set_backlog(self._backlog + count)
+            self._backlog += count  # count > 0: the gauge always changes
+            self._on_backlog(self._backlog)
             if wal.size >= _MAX_WAL_BYTES:
                 self._rotate_locked()
                 self._wake.set()
@@ -228,8 +221,18 @@ class Ledger:
 
     # --- writing (under self._lock) ----------------------------------------------------------
 
-    def _write(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
+    def _refuse_locked(self) -> NoReturn:
+        if self._closed:
+            raise LedgerUnavailable(
+                "the ledger is not running: it was closed (the server is shutting down)",
+                self.spool_dir,
+                "send the request to another replica",
+            )
+        raise DatawheelError("the ledger is not running", "call start() before append()")
+
+    def _write(self, fd: int, data: bytes, done: int = 0) -> None:
+        """Write what is left of ``data`` after ``done`` bytes, then fsync if asked."""
+        view = memoryview(data)[done:]
         while view:
             view = view[os.write(fd, view) :]
         if self.fsync:
@@ -373,21 +376,19 @@ class Ledger:
     def _upload(self, wal: _Wal) -> None:
         """Upload ``wal``'s records as Parquet segments named after it, then delete it; one
         that cannot be uploaded (:class:`SkipWal`) is reported and skipped."""
+        skip = None
         try:
             upload_wal(self._store_or_open, wal.path, self._log)
-        except SkipWal as skip:
-            with self._cond:
-                self._pending.remove(wal)
-                if skip.gone:
-                    self._lose_locked(wal)
-                else:
-                    self._lost += wal.count
-                    self._set_backlog(self._backlog - wal.count)
-                    self._log(f"WAL file {wal.path.name} is {skip.reason}: its {wal.count} "
-                              "records are skipped")  # fmt: skip
-                self._cond.notify_all()
-            return
+        except SkipWal as exc:
+            skip = exc
         with self._cond:
             self._pending.remove(wal)
-            self._set_backlog(self._backlog - wal.count)
+            if skip and skip.gone:
+                self._lose_locked(wal)
+            else:
+                if skip:
+                    self._lost += wal.count
+                    self._log(f"WAL file {wal.path.name} is {skip.reason}: its {wal.count} "
+                              "records are skipped")  # fmt: skip
+                self._set_backlog(self._backlog - wal.count)
             self._cond.notify_all()
