@@ -123,12 +123,13 @@ def test_backlog_is_appended_minus_uploaded_minus_lost(tmp_path: Path) -> None:
     assert _ids(store.real) == {f"p{i:06d}" for i in (*range(30), *range(50, 72))}
 
 
+@pytest.mark.parametrize("fsync", [False, True])
 @pytest.mark.parametrize("what", ["folder, mid-file", "folder, idle", "current file"])
 def test_a_deleted_spool_is_made_again_and_later_appends_are_durable(
-    what: str, tmp_path: Path
+    what: str, fsync: bool, tmp_path: Path
 ) -> None:
     spool, store, log = tmp_path / "spool", LocalStore(tmp_path / "store"), _Log()
-    ledger = _ledger(lambda: store, spool, log=log.append)
+    ledger = _ledger(lambda: store, spool, log=log.append, fsync=fsync)
     ledger.append(_preds(0, 10))
     assert ledger.flush()
     if what != "folder, idle":

@@ -30,6 +30,7 @@ __all__ = [
     "LossReport",
     "SkipWal",
     "background_priority",
+    "fsync_dir",
     "lock_spool",
     "os_cause",
     "scan_spool",
@@ -67,6 +68,15 @@ def os_cause(exc: OSError) -> str:
     name = errno.errorcode.get(exc.errno or 0)
     text = exc.strerror or str(exc) or type(exc).__name__
     return f"{name}: {text}" if name else text
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make the entries of ``folder`` (a file made or renamed in it) durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def lock_spool(folder: Path) -> int:

@@ -29,6 +29,7 @@ from datawheel.serving.ledger.spool import (
     LossReport,
     SkipWal,
     background_priority,
+    fsync_dir,
     lock_spool,
     os_cause,
     scan_spool,
@@ -253,11 +254,7 @@ class Ledger:
             fd = os.open(path, flags, 0o644)
         self._current = _Wal(path, fd=fd)
         if self.fsync:  # make the new directory entry durable too
-            dir_fd = os.open(self.spool_dir, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            fsync_dir(self.spool_dir)
         return self._current
 
     def _relock_locked(self) -> None:
@@ -272,6 +269,8 @@ class Ledger:
         old, self._lock_fd = self._lock_fd, fd
         if old is not None:
             os.close(old)
+        if self.fsync:  # the folder's own entry, made again
+            fsync_dir(self.spool_dir.parent)
 
     def _rewrite_locked(self, data: bytes) -> _Wal:
         """The current WAL file was deleted while open (its records are gone with it): count
