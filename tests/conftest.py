@@ -221,11 +221,17 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 
 @pytest.fixture(scope="session")
-def model_store(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A LocalStore URI holding digits models v1 (champion) and v2 (challenger)."""
+def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A LocalStore URI holding digits models v1 (champion) and v2 (challenger).
+
+    Shared by the session, so read-only: a test that serves or writes copies it first
+    (serving_support.copy_store). Its teardown fails if anything wrote a ledger into it."""
     from serving_support import build_model_store
 
-    return build_model_store(tmp_path_factory.mktemp("models") / "store")
+    root = tmp_path_factory.mktemp("models") / "store"
+    yield build_model_store(root)
+    written = sorted(p.name for p in root.iterdir() if p.name not in ("datasets", "models"))
+    assert not written, f"a test wrote {written} into the shared model_store; copy it first"
 
 
 # --- Prometheus: the real server from the Debian package -------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -59,6 +60,15 @@ def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
         )
     registry.promote(LocalStore(root), "digits", "v1", alias="champion")
     return uri
+
+
+def copy_store(template: str, dest: Path) -> str:
+    """A private copy of the session's model store, for anything that writes to it.
+
+    The ``model_store`` fixture is shared by the whole session: a server started on it
+    directly leaves its ledger (and its prediction-id key) there for every later test."""
+    shutil.copytree(template.removeprefix("file://"), dest)
+    return f"file://{dest}"
 
 
 def digits_rows(n: int = 32, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:

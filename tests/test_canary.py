@@ -30,7 +30,7 @@ import torch
 from click.testing import CliRunner
 from fake_kube import FakeKube, Request, stable_deployment
 from prometheus_support import Prometheus as PromProcess
-from serving_support import ServerProcess, digits_rows, free_port, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, free_port, infer_body
 
 from datawheel import registry
 from datawheel.cli.canary import canary as canary_command
@@ -52,8 +52,7 @@ SMP = "application/strategic-merge-patch+json"
 @pytest.fixture
 def store_uri(model_store: str, tmp_path: Path) -> str:
     """A private copy of the session's model store (v1 champion, v2 challenger)."""
-    shutil.copytree(model_store.removeprefix("file://"), tmp_path / "store")
-    return f"file://{tmp_path / 'store'}"
+    return copy_store(model_store, tmp_path / "store")
 
 
 def register_failing_version(store_uri: str, work: Path) -> str:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_support import Prometheus, launch_prometheus
-from serving_support import ServerProcess, digits_rows, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 
 REPO = Path(__file__).resolve().parents[1]
 MONITORING = REPO / "manifests" / "monitoring"
@@ -355,7 +355,8 @@ class LiveMetrics:
 @pytest.fixture(scope="module")
 def live(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveMetrics]:
     """A real `datawheel serve` after one inference and one feedback label, and its /metrics."""
-    server = ServerProcess(model_store, tmp_path_factory.mktemp("monitoring-spool")).start()
+    store = copy_store(model_store, tmp_path_factory.mktemp("monitoring") / "store")
+    server = ServerProcess(store, tmp_path_factory.mktemp("monitoring-spool")).start()
     try:
         rows, _ = digits_rows(4)
         status, doc = server.post("/v2/models/digits/infer", infer_body(rows))

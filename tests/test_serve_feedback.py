@@ -9,7 +9,6 @@ that records nothing, so the retry lands, once.
 from __future__ import annotations
 
 import errno
-import shutil
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -19,18 +18,13 @@ from typing import Any
 
 import numpy as np
 import uvicorn
-from serving_support import ServerProcess, digits_rows, free_port, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, free_port, infer_body
 
 from datawheel.serving.ids import KEY_ENV, PredictionIds
 from datawheel.serving.ledger import Feedback, PredictionBatch, read_ledger
 from datawheel.serving.server import ServeConfig, build_app
 from datawheel.serving.state import Serving
 from datawheel.storage import open_store
-
-
-def _copy_store(model_store: str, dest: Path) -> str:
-    shutil.copytree(model_store.removeprefix("file://"), dest)
-    return f"file://{dest}"
 
 
 def _predict(srv: ServerProcess, rows: np.ndarray) -> list[tuple[str, str, str]]:
@@ -48,7 +42,7 @@ def _metric(text: str, prefix: str) -> float:
 
 
 def test_feedback_for_one_replicas_ids_lands_on_another(model_store: str, tmp_path: Path) -> None:
-    store = _copy_store(model_store, tmp_path / "store")
+    store = copy_store(model_store, tmp_path / "store")
     args = ["--ledger-flush-seconds", "0.2"]
     # no key configured: the first replica creates it in the store, the other reads it;
     # b serves another version, so it learns v1's classes from the registry
@@ -105,7 +99,7 @@ def test_feedback_for_one_replicas_ids_lands_on_another(model_store: str, tmp_pa
 
 
 def test_a_replica_with_another_key_refuses_the_ids(model_store: str, tmp_path: Path) -> None:
-    store = _copy_store(model_store, tmp_path / "store")
+    store = copy_store(model_store, tmp_path / "store")
     configured = {KEY_ENV: "a-shared-secret-from-a-kubernetes-secret"}
     c = ServerProcess(store, tmp_path / "spool-c", env=configured).start()
     d = ServerProcess(store, tmp_path / "spool-d").start()  # the store's key: not c's
@@ -164,7 +158,7 @@ def _in_process(store: str, spool: Path) -> Iterator[tuple[ServerProcess, Servin
 
 
 def test_tampered_and_forged_ids_get_a_json_404(model_store: str, tmp_path: Path) -> None:
-    store = _copy_store(model_store, tmp_path / "store")
+    store = copy_store(model_store, tmp_path / "store")
     with _in_process(store, tmp_path / "spool") as (srv, _):
         x, _ = digits_rows(1)
         ((pid, version, predicted),) = _predict(srv, x)
@@ -194,7 +188,7 @@ def test_tampered_and_forged_ids_get_a_json_404(model_store: str, tmp_path: Path
 def test_a_failing_ledger_append_answers_503_and_the_retry_lands_once(
     model_store: str, tmp_path: Path
 ) -> None:
-    store = _copy_store(model_store, tmp_path / "store")
+    store = copy_store(model_store, tmp_path / "store")
     with _in_process(store, tmp_path / "spool") as (srv, serving):
         append = _FailingAppend(serving)
         serving.ledger.append = append  # type: ignore[method-assign]

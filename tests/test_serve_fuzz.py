@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_support import ServerProcess
+from serving_support import ServerProcess, copy_store
 
 INFER = "/v2/models/digits/infer"
 Request = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
@@ -26,7 +26,7 @@ Request = tuple[str, str, bytes, dict[str, str]]  # method, path, body, headers
 @pytest.fixture(scope="module")
 def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(
-        model_store,
+        copy_store(model_store, tmp_path_factory.mktemp("fuzz") / "store"),
         tmp_path_factory.mktemp("spool"),
         args=["--max-rows", "32", "--max-body-bytes", "200000"],
     )

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving_support import ServerProcess, digits_rows, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 from tritonclient.utils import InferenceServerException
 
 from datawheel import registry
@@ -24,7 +24,7 @@ from datawheel.training.export import load_exported
 def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     spool = tmp_path_factory.mktemp("spool")
     srv = ServerProcess(
-        model_store,
+        copy_store(model_store, tmp_path_factory.mktemp("http") / "store"),
         spool,
         args=["--max-rows", "16", "--max-body-bytes", "65536", "--ledger-flush-seconds", "0.2"],
     )

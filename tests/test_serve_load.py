@@ -15,18 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import ServerProcess, digits_rows, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 
 from datawheel import registry
 from datawheel.serving.ledger import read_ledger
 from datawheel.storage import LocalStore, open_store
 
 ROWS, _ = digits_rows(64)
-
-
-def _copy_store(model_store: str, dest: Path) -> str:
-    shutil.copytree(model_store.removeprefix("file://"), dest)
-    return f"file://{dest}"
 
 
 class _Client:
@@ -54,7 +49,7 @@ class _Client:
 @pytest.fixture(scope="module")
 def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     srv = ServerProcess(
-        model_store,
+        copy_store(model_store, tmp_path_factory.mktemp("load") / "store"),
         tmp_path_factory.mktemp("spool"),
         args=["--max-rows", "32", "--max-body-bytes", "200000"],
     )
@@ -122,7 +117,7 @@ def test_20_clients_x_500_requests_without_errors(server: ServerProcess) -> None
 
 
 def test_kill_9_loses_no_answered_prediction(model_store: str, tmp_path: Path) -> None:
-    store = _copy_store(model_store, tmp_path / "store")
+    store = copy_store(model_store, tmp_path / "store")
     spool = tmp_path / "spool"
     # a long flush interval: at the kill, the answered predictions exist only in the local log
     srv = ServerProcess(store, spool, args=["--ledger-flush-seconds", "3600"]).start()
@@ -157,7 +152,7 @@ def test_kill_9_loses_no_answered_prediction(model_store: str, tmp_path: Path) -
 def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
     model_store: str, tmp_path: Path
 ) -> None:
-    store_uri = _copy_store(model_store, tmp_path / "store")
+    store_uri = copy_store(model_store, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
     srv = ServerProcess(store_uri, tmp_path / "spool", args=["--poll-seconds", "0.2"]).start()
     stop = threading.Event()

@@ -8,13 +8,12 @@ corrupted in the store, then its bytes are put back.
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from serving_support import ServerProcess
+from serving_support import ServerProcess, copy_store
 
 from datawheel import registry
 from datawheel.serving.server import AliasWatcher, ServeConfig, build_app
@@ -22,11 +21,6 @@ from datawheel.serving.state import Serving
 from datawheel.storage import LocalStore
 
 MODEL_TS = "models/digits/versions/v2/model.ts"
-
-
-def _copy_store(model_store: str, dest: Path) -> str:
-    shutil.copytree(model_store.removeprefix("file://"), dest)
-    return f"file://{dest}"
 
 
 def _corrupt(store: LocalStore) -> bytes:
@@ -59,7 +53,7 @@ def _serves(srv: ServerProcess) -> str:
 def test_a_refused_version_is_swapped_in_once_the_store_serves_it_again(
     model_store: str, tmp_path: Path
 ) -> None:
-    uri = _copy_store(model_store, tmp_path / "store")
+    uri = copy_store(model_store, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
     srv = ServerProcess(uri, tmp_path / "spool", args=["--poll-seconds", "0.2"]).start()
     try:
@@ -81,7 +75,7 @@ def test_a_refused_version_is_swapped_in_once_the_store_serves_it_again(
 def test_pointing_the_alias_at_a_refused_version_again_tries_it_at_once(
     model_store: str, tmp_path: Path
 ) -> None:
-    uri = _copy_store(model_store, tmp_path / "store")
+    uri = copy_store(model_store, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
     args = ["--poll-seconds", "0.2", "--load-retry-seconds", "600"]  # no retry on its own
     srv = ServerProcess(uri, tmp_path / "spool", args=args).start()
@@ -106,7 +100,7 @@ def test_pointing_the_alias_at_a_refused_version_again_tries_it_at_once(
 
 @pytest.fixture
 def serving(model_store: str, tmp_path: Path) -> Iterator[tuple[Serving, LocalStore]]:
-    uri = _copy_store(model_store, tmp_path / "store")
+    uri = copy_store(model_store, tmp_path / "store")
     _, serving = build_app(ServeConfig(model="digits", store=uri, spool_dir=str(tmp_path / "sp")))
     yield serving, LocalStore(tmp_path / "store")
     serving.ledger.close()

@@ -14,17 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import ServerProcess, digits_rows, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 
 from datawheel.serving.ledger import read_ledger
 from datawheel.storage import open_store
 
 ROWS, _ = digits_rows(64)
-
-
-def _copy_store(model_store: str, dest: Path) -> str:
-    shutil.copytree(model_store.removeprefix("file://"), dest)
-    return f"file://{dest}"
 
 
 def _stored_ids(store: str) -> set[str]:
@@ -94,7 +89,7 @@ class _Load:
 def test_deleting_the_spool_while_serving_loses_nothing_answered_after(
     model_store: str, tmp_path: Path
 ) -> None:
-    store, spool = _copy_store(model_store, tmp_path / "store"), tmp_path / "spool"
+    store, spool = copy_store(model_store, tmp_path / "store"), tmp_path / "spool"
     srv = ServerProcess(store, spool, args=["--ledger-flush-seconds", "0.2"]).start()
     try:
         with _Load(srv) as load:
@@ -163,7 +158,7 @@ def _fill(disk: Path, leave: int) -> Path:
 def test_a_full_spool_disk_answers_503_and_every_200_is_stored(
     model_store: str, tmp_path: Path, tiny_disk: Path
 ) -> None:
-    store, spool = _copy_store(model_store, tmp_path / "store"), tiny_disk / "spool"
+    store, spool = copy_store(model_store, tmp_path / "store"), tiny_disk / "spool"
     # nothing is uploaded (so nothing frees the disk) until the final flush
     srv = ServerProcess(store, spool, args=["--ledger-flush-seconds", "3600"]).start()
     try:
