@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -220,3 +221,21 @@ def test_bearer_token_guards_infer_and_feedback_only(model_store: str, tmp_path:
     stored = read_ledger(open_store(store), model="digits")
     assert len(answered) == 1 and list(stored["id"]) == answered
     assert read_ledger(open_store(store), model="digits", kind="feedback").empty
+
+
+def test_error_bodies_never_echo_a_long_value(server: ServerProcess) -> None:
+    rows, _ = digits_rows(1)
+    status, doc = server.post("/v2/models/digits/infer", infer_body(rows))
+    assert status == 200
+    pid = doc["parameters"]["prediction_ids"][0]
+    long = "x" * 60_000  # under the 64 kB body limit of this server
+    for path, body, want in (
+        ("/v2/models/digits/feedback", {"id": pid, "label": long}, 422),
+        ("/v2/models/digits/feedback", {"id": long, "label": "1"}, 404),
+        (f"/v2/models/{'m' * 6000}/infer", infer_body(rows), 404),
+        (f"/v2/models/digits/versions/{'v' * 6000}/infer", infer_body(rows), 404),
+        (f"/v2/{'r' * 6000}", {}, 404),
+    ):
+        got, err = server.post(path, body)
+        assert got == want and len(json.dumps(err)) < 400, (path[:40], got, len(str(err)))
+        assert "chars)" in err["error"]  # says how long the value it cut was

@@ -21,9 +21,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
 from datawheel.serving.ledger import LedgerUnavailable
+from datawheel.serving.prescan import CONTAINER_SLACK, VALUE_SLACK, JsonBudget, json_head_size
 from datawheel.serving.protocol import (
     InferRequest,
     ProtocolError,
+    brief,
     encode_infer_response,
     error_body,
     parse_infer_request,
@@ -153,12 +155,12 @@ class ServingApp:
         if rest in (["health", "live"], ["health", "ready"]):
             return f"health_{rest[1]}", _only(method, "GET", self._health)
         if len(rest) < 2 or rest[0] != "models":
-            raise ProtocolError(404, f"no route /{'/'.join(parts)}")
+            raise ProtocolError(404, f"no route {brief('/' + '/'.join(parts))}")
         name, tail = rest[1], rest[2:]
         if name != self.serving.model.name:
             raise ProtocolError(
                 404,
-                f"model {name!r} is not served here; this server serves "
+                f"model {brief(name)} is not served here; this server serves "
                 f"{self.serving.model.name!r}",
             )
         if tail[:1] == ["versions"]:
@@ -167,7 +169,7 @@ class ServingApp:
             if tail[1] != self.serving.model.version:
                 raise ProtocolError(
                     404,
-                    f"version {tail[1]!r} of {name!r} is not served; "
+                    f"version {brief(tail[1])} of {name!r} is not served; "
                     f"serving {self.serving.model.version!r}",
                 )
             tail = tail[2:]
@@ -179,7 +181,7 @@ class ServingApp:
             return "infer", _only(method, "POST", self._guarded(self._infer))
         if tail == ["feedback"]:
             return "feedback", _only(method, "POST", self._guarded(self._feedback))
-        raise ProtocolError(404, f"no route /{'/'.join(parts)}")
+        raise ProtocolError(404, f"no route {brief('/' + '/'.join(parts))}")
 
     def _guarded(self, handler: Handler) -> Handler:
         if not self.token:
@@ -196,7 +198,8 @@ class ServingApp:
 
         return check
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, scope: Scope, receive: Receive, budget: JsonBudget) -> bytes:
+        """The body, up to the size limit; ``budget`` refuses a costly body as it arrives."""
         limit = self.limits.max_body_bytes
         for key, value in scope["headers"]:
             if key == b"content-length" and value.isdigit() and int(value) > limit:
@@ -212,6 +215,7 @@ class ServingApp:
             size += len(chunk)
             if size > limit:
                 raise ProtocolError(413, f"body exceeds the limit of {limit} bytes")
+            budget.feed(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -220,7 +224,12 @@ class ServingApp:
         serving = self.serving
         serving.batcher.announce()
         try:
-            body = await self._read_body(scope, receive)
+            budget = JsonBudget.for_infer(
+                max_rows=self.limits.max_rows,
+                n_features=serving.model.n_features,
+                head_bytes=json_head_size(scope["headers"]),
+            )
+            body = await self._read_body(scope, receive, budget)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             request: InferRequest = parse_infer_request(
                 body, headers, n_features=serving.model.n_features, max_rows=self.limits.max_rows
@@ -240,7 +249,13 @@ class ServingApp:
         return 200, body, extra
 
     async def _feedback(self, scope: Scope, receive: Receive, parts: list[str]) -> Response:
-        body = await self._read_body(scope, receive)
+        rows = self.limits.max_rows  # room for feedback on a whole batch in one body
+        budget = JsonBudget(
+            containers=4 * rows + CONTAINER_SLACK,
+            commas=8 * rows + VALUE_SLACK,
+            what="feedback on a batch of predictions",
+        )
+        body = await self._read_body(scope, receive, budget)
         try:
             doc = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
