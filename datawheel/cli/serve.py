@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from datawheel.serving.app import RequestLimits
+from datawheel.serving.connections import ConnectionLimits
 from datawheel.serving.server import ServeConfig, run
 
 
@@ -46,6 +47,32 @@ from datawheel.serving.server import ServeConfig, run
     help="Most rows in one request.",
 )
 @click.option(
+    "--max-connections",
+    default=ConnectionLimits.max_connections,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Client connections kept open. A request on a connection beyond this is answered 503 "
+    "with Retry-After (health probes and /metrics are always answered). Lowered at start if "
+    "the open-files limit (raised to its hard limit) cannot hold it plus 128 descriptors for "
+    "the store and the ledger.",
+)
+@click.option(
+    "--header-timeout",
+    default=ConnectionLimits.header_timeout_s,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a request's headers may take to arrive (from connect, or from the request's "
+    "first byte on a kept-alive connection); then 408 and the connection is closed.",
+)
+@click.option(
+    "--body-timeout",
+    default=ConnectionLimits.body_timeout_s,
+    show_default=True,
+    type=click.FloatRange(0.1),
+    help="Seconds a request's body may take to arrive after its headers; then 408 and the "
+    "connection is closed.",
+)
+@click.option(
     "--spool-dir",
     default="",
     help="Ledger write-ahead log and spool "
@@ -81,6 +108,9 @@ def serve(
     max_latency_ms: float,
     max_body_bytes: int,
     max_rows: int,
+    max_connections: int,
+    header_timeout: float,
+    body_timeout: float,
     spool_dir: str,
     ledger_flush_seconds: float,
     poll_seconds: float,
@@ -100,6 +130,11 @@ def serve(
             max_batch_size=max_batch_size,
             max_latency_ms=max_latency_ms,
             limits=RequestLimits(max_body_bytes=max_body_bytes, max_rows=max_rows),
+            connections=ConnectionLimits(
+                max_connections=max_connections,
+                header_timeout_s=header_timeout,
+                body_timeout_s=body_timeout,
+            ),
             spool_dir=spool_dir,
             ledger_flush_seconds=ledger_flush_seconds,
             poll_seconds=poll_seconds,

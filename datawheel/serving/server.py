@@ -24,6 +24,11 @@ from typing import Any
 from datawheel import registry
 from datawheel.data.transform import Transform
 from datawheel.serving.app import RequestLimits, ServingApp
+from datawheel.serving.connections import (
+    ConnectionLimits,
+    guarded_protocol,
+    raise_open_files_limit,
+)
 from datawheel.serving.ids import PredictionIds, is_legacy_id, load_id_key
 from datawheel.serving.ledger import Ledger, read_ledger
 from datawheel.serving.model import ServedModel, load_served
@@ -47,6 +52,7 @@ class ServeConfig:
     max_batch_size: int = 64
     max_latency_ms: float = 2.0
     limits: RequestLimits = field(default_factory=RequestLimits)
+    connections: ConnectionLimits = field(default_factory=ConnectionLimits)
     spool_dir: str = ""
     ledger_flush_seconds: float = 2.0
     poll_seconds: float = 2.0
@@ -296,12 +302,16 @@ def run(config: ServeConfig, *, announce: bool = True) -> None:
             flush=True,
         )
         print(f"prediction ids are signed with the key from {serving.ids.source}", flush=True)
+    # Slow or idle clients must not hold descriptors for ever: the soft open-files limit goes
+    # up to the hard one, and httptools runs with header/body timeouts and a connection cap
+    # that leaves descriptors for the store and the ledger (serving/connections.py).
+    protocol = guarded_protocol(config.connections, open_files=raise_open_files_limit())
     uvicorn.run(
         app,
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol,
         lifespan="on",
         log_level="warning",
         access_log=False,
