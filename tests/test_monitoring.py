@@ -244,7 +244,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test(rule_groups: list[dict[s
 
 def test_alerts_carry_severity_and_runbook(rule_groups: list[dict[str, Any]]) -> None:
     alerts = _alerts(rule_groups)
-    assert len(alerts) == 6
+    assert len(alerts) == 7
     for alert in alerts:
         assert alert["labels"]["severity"] in {"critical", "warning"}, alert["alert"]
         assert alert["annotations"]["summary"] and alert["for"], alert["alert"]
@@ -432,7 +432,7 @@ def test_queried_metrics_are_exported(
         for family, names in live.families.items()
         if family.startswith("datawheel_") and not family.endswith("_created")
     }
-    assert len(exported) == 13
+    assert len(exported) == 14
     assert sorted(f for f, names in exported.items() if not names & on_dashboard) == []
 
 

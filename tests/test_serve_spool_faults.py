@@ -26,11 +26,15 @@ def _stored_ids(store: str) -> set[str]:
     return {str(i) for i in read_ledger(open_store(store), model="digits", columns=["id"])["id"]}
 
 
-def _backlog(srv: ServerProcess) -> float:
+def _gauge(srv: ServerProcess, name: str = "datawheel_ledger_backlog_records") -> float:
     for line in srv.metrics().splitlines():
-        if line.startswith("datawheel_ledger_backlog_records{"):
+        if line.startswith(name + "{"):
             return float(line.rsplit(" ", 1)[1])
-    raise AssertionError("no datawheel_ledger_backlog_records in /metrics")
+    raise AssertionError(f"no {name} in /metrics")
+
+
+def _backlog(srv: ServerProcess) -> float:
+    return _gauge(srv)
 
 
 class _Load:
@@ -112,6 +116,9 @@ def test_deleting_the_spool_while_serving_loses_nothing_answered_after(
         while _backlog(srv) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _backlog(srv) == 0  # records in the deleted files are not pending forever
+        # ... they are counted lost: exactly the answered predictions that never got stored
+        lost = load.ids() - _stored_ids(store)
+        assert _gauge(srv, "datawheel_ledger_lost_records_total") == len(lost)
     finally:
         assert srv.stop() in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it drained on
     log = srv.log_path.read_text() if srv.log_path else ""

@@ -268,8 +268,8 @@ class ServingApp:
         return 200, orjson.dumps(self.serving.feedback(doc["id"], str(label))), {}
 
     async def _metrics(self, *_: Any) -> Response:
-        backlog = self.serving.ledger.backlog
-        self.serving.metrics.ledger_backlog.labels(self.serving.model.name).set(backlog)
+        ledger = self.serving.ledger
+        self.serving.metrics.ledger(ledger.backlog, ledger.lost)
         self.serving.drift_score()
         return 200, generate_latest(self.serving.metrics.registry), {}
 

@@ -16,6 +16,7 @@ model_info{model,version,checksum}           gauge     1 for the version being s
 model_load_failures_total{model}             counter   versions refused (corrupt/unloadable)
 model_swaps_total{model}                     counter   hot swaps to a new version
 ledger_backlog_records{model}                gauge     ledger records not yet in the store
+ledger_lost_records_total{model}             counter   spooled records that can never upload
 input_drift_score{model,version}             gauge     mean |standardized shift| of recent inputs
 ========================================  =========  ==================================
 """
@@ -93,6 +94,12 @@ class ServingMetrics:
             ["model"],
             registry=r,
         )
+        self.ledger_lost = Counter(
+            p + "ledger_lost_records",
+            "Spooled ledger records skipped because their WAL file was deleted or unreadable",
+            ["model"],
+            registry=r,
+        )
         self.drift = Gauge(
             p + "input_drift_score",
             "Mean absolute standardized shift of recent inputs from the training data",
@@ -103,7 +110,16 @@ class ServingMetrics:
         self.load_failures.labels(model)
         self.swaps.labels(model)
         self.ledger_backlog.labels(model)
+        self.ledger_lost.labels(model)
+        self._lost_exported = 0
         self._served: tuple[str, str] | None = None
+
+    def ledger(self, backlog: int, lost: int) -> None:
+        """Export the ledger's backlog and its running count of lost records."""
+        self.ledger_backlog.labels(self.model).set(backlog)
+        if lost > self._lost_exported:
+            self.ledger_lost.labels(self.model).inc(lost - self._lost_exported)
+            self._lost_exported = lost
 
     def serving(self, version: str, checksum: str, load_seconds: float) -> None:
         """Mark ``version`` as the one served (and the previous one as not)."""
