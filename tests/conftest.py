@@ -234,6 +234,26 @@ def model_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assert not written, f"a test wrote {written} into the shared model_store; copy it first"
 
 
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real 1 MiB tmpfs, for full-disk faults (mount needs root, or CAP_SYS_ADMIN); the
+    test is skipped where it cannot be mounted."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
 # --- Prometheus: the real server from the Debian package -------------------------------------
 
 

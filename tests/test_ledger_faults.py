@@ -8,10 +8,9 @@ import errno
 import os
 import shutil
 import struct
-import subprocess
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -214,25 +213,6 @@ def test_a_failed_write_is_unavailable_and_leaves_no_torn_frame(
     assert _ids(store) == {f"{t}-{j:03d}" for t in "ac" for j in range(32)}
     with pytest.raises(LedgerUnavailable, match="closed"):
         ledger.append(_batch("d"))
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB tmpfs (mount needs root); skipped where it cannot be mounted."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def test_a_full_disk_is_unavailable_and_every_returned_append_is_kept(

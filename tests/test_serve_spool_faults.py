@@ -6,14 +6,11 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
 from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 
 from datawheel.serving.ledger import read_ledger
@@ -127,25 +124,6 @@ def test_deleting_the_spool_while_serving_loses_nothing_answered_after(
 
 
 # --- a full spool disk: a real 1 MiB tmpfs ---------------------------------------------------
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 1 MiB tmpfs (mount needs root, or CAP_SYS_ADMIN); skipped where it cannot mount."""
-    mountpoint = tmp_path / "tiny"
-    mountpoint.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mountpoint)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
 
 
 def _fill(disk: Path, leave: int) -> Path:
