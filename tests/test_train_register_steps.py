@@ -69,7 +69,14 @@ def _evaluation(decision: str, champion: str | None) -> str:
 def test_train_step_exports_a_model_that_takes_raw_rows(splits_dir: Path, tmp_path: Path) -> None:
     result, sink = _train(splits_dir, tmp_path / "model")
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
-    assert files == ["model.pt", "model.ts", "model_int8.ts", "train.json", "transform.json"]
+    assert files == [
+        "drift_reference.json",
+        "model.pt",
+        "model.ts",
+        "model_int8.ts",
+        "train.json",
+        "transform.json",
+    ]
     assert result["val_accuracy"] >= 0.85
     assert sink.logged["val_accuracy"] == result["val_accuracy"]
     info = json.loads((tmp_path / "model/train.json").read_text())

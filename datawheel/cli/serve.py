@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from datawheel.monitoring.live import LiveDriftConfig
 from datawheel.serving.app import RequestLimits
 from datawheel.serving.connections import ConnectionLimits
 from datawheel.serving.server import ServeConfig, run
@@ -95,6 +96,22 @@ from datawheel.serving.server import ServeConfig, run
     "doubling up to 5 minutes, and at once when the alias is pointed at it again.",
 )
 @click.option(
+    "--drift-window-rows",
+    default=LiveDriftConfig.window_rows,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Rows in the live drift window (the latest ones; the PSI gauges are NaN until it "
+    "holds a quarter of this).",
+)
+@click.option(
+    "--drift-features",
+    default=LiveDriftConfig.feature_cap,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Features exported by name in datawheel_feature_drift_psi; the rest are one "
+    'feature="_other" series (their largest PSI).',
+)
+@click.option(
     "--fsync",
     is_flag=True,
     help="fsync the ledger log before answering (survives power loss, not only a process kill).",
@@ -115,6 +132,8 @@ def serve(
     ledger_flush_seconds: float,
     poll_seconds: float,
     load_retry_seconds: float,
+    drift_window_rows: int,
+    drift_features: int,
     fsync: bool,
 ) -> None:
     """Serve MODEL until SIGTERM. Set $DATAWHEEL_SERVE_TOKEN to require a bearer token on
@@ -140,5 +159,10 @@ def serve(
             poll_seconds=poll_seconds,
             load_retry_seconds=load_retry_seconds,
             fsync=fsync,
+            drift=LiveDriftConfig(
+                window_rows=drift_window_rows,
+                min_rows=drift_window_rows // 4,
+                feature_cap=drift_features,
+            ),
         )
     )

@@ -1,4 +1,10 @@
-"""Train step: fit on the training split, export, and leave what serving needs."""
+"""Train step: fit on the training split, export, and leave what serving needs.
+
+Beside the model files it writes ``drift_reference.json``: the training split summarised
+for drift (:func:`~datawheel.monitoring.baseline.build_reference`, with the training labels
+and the exported model's predicted classes on the test split). The register step uploads
+it with the model, checksummed in the card; the server's live drift gauges compare against it.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +20,9 @@ from datawheel import registry
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 from datawheel.storage.files import sha256_bytes, sha256_file
+
+if TYPE_CHECKING:
+    from datawheel.data.split import Splits
 
 __all__ = ["CHECKPOINT_ENV", "checkpoint_dir_for", "train_step"]
 
@@ -84,6 +93,7 @@ def train_step(
         out_dir=out,
     )
     tf.save(out / "transform.json")
+    _write_drift_reference(splits, out)
     info = {
         "config": vars(config),
         "metrics": result.metrics,
@@ -95,6 +105,35 @@ def train_step(
     for name, value in result.metrics.items():
         metrics.log_metric(name, float(value))
     return {k: float(v) for k, v in result.metrics.items()}
+
+
+def _write_drift_reference(splits: Splits, out: Path) -> None:
+    """``drift_reference.json``: the train split, its labels, and what the exported model
+    (``model.ts``, as served) predicts on the test split."""
+    import torch
+
+    from datawheel.monitoring.baseline import REFERENCE_FILE, build_reference
+    from datawheel.training.export import load_exported
+
+    tf = splits.transform
+    classes = list(tf.classes)
+    module = load_exported(out / "model.ts")
+    predicted: list[str] = []
+    with torch.inference_mode():
+        for start in range(0, len(splits.x_test), 4096):
+            rows = torch.from_numpy(np.ascontiguousarray(splits.x_test[start : start + 4096]))
+            predicted += [classes[i] for i in module(rows.float()).argmax(dim=1).tolist()]
+    reference = build_reference(
+        splits.x_train,
+        list(tf.features),
+        labels=[classes[i] for i in splits.y_train],
+        predictions=predicted or None,
+    )
+    reference.save(out / REFERENCE_FILE)
+    log(
+        f"drift reference: {reference.rows} train rows, {len(reference.features)} features, "
+        f"{len(predicted)} test-split predictions"
+    )
 
 
 def _transfer_state(store: str, ref: str) -> dict[str, Any]:

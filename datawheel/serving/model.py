@@ -2,6 +2,8 @@
 
 Only ``model.ts`` and ``transform.json`` are needed: no training code. ``predict``
 returns class probabilities for raw feature rows (the transform is inside the model).
+``drift_reference.json``, when the version has it, is the live drift reference
+(:mod:`datawheel.serving.drift_baseline` rebuilds it for a version without one).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from datawheel import registry
 from datawheel.data.transform import Transform
+from datawheel.monitoring.baseline import REFERENCE_FILE, DriftReference
+from datawheel.serving.drift_baseline import served_reference
 from datawheel.storage import Store
 from datawheel.training.export import load_exported
 
@@ -32,9 +36,10 @@ class ServedModel:
     n_features: int
     module: Any  # torch.jit.ScriptModule
     load_seconds: float
-    feature_mean: tuple[float, ...]  # the training split's, for drift
-    feature_std: tuple[float, ...]
+    features: tuple[str, ...]
     device: str
+    drift_reference: DriftReference | None = None  # None: live drift is off for this version
+    drift_note: str = ""  # where the reference came from, or why there is none
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Class probabilities, float32 [n, n_classes], for raw float32 rows [n, n_features]."""
@@ -54,22 +59,27 @@ def load_served(
     device = "cuda" if torch.cuda.is_available() else "cpu"
     mv = registry.resolve(store, name, ref)
     with tempfile.TemporaryDirectory(prefix="datawheel-serve-") as tmp:
-        registry.fetch(store, mv, tmp, only=("model.ts", "transform.json"))
+        registry.fetch(store, mv, tmp, only=("model.ts", "transform.json", REFERENCE_FILE))
         module = load_exported(Path(tmp, "model.ts"), device)
         transform = Transform.load(Path(tmp, "transform.json"))
-    model = ServedModel(
-        name,
-        mv.version,
-        str(mv.card["checksum"]),
-        list(transform.classes),
-        transform.n_features,
-        module,
-        0.0,
-        tuple(transform.mean),
-        tuple(transform.std),
-        device,
+        model = ServedModel(
+            name,
+            mv.version,
+            str(mv.card["checksum"]),
+            list(transform.classes),
+            transform.n_features,
+            module,
+            0.0,
+            tuple(transform.features),
+            device,
+        )
+        rng = np.random.default_rng(0)
+        for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
+            model.predict(rng.normal(size=(n, model.n_features)).astype(np.float32))
+        found = served_reference(store, mv, Path(tmp), transform, model.predict)
+    return replace(
+        model,
+        load_seconds=time.perf_counter() - start,
+        drift_reference=found.reference,
+        drift_note=found.note,
     )
-    rng = np.random.default_rng(0)
-    for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
-        model.predict(rng.normal(size=(n, model.n_features)).astype(np.float32))
-    return replace(model, load_seconds=time.perf_counter() - start)

@@ -23,6 +23,7 @@ from typing import Any
 
 from datawheel import registry
 from datawheel.data.transform import Transform
+from datawheel.monitoring.live import LiveDriftConfig
 from datawheel.serving.app import RequestLimits, ServingApp
 from datawheel.serving.connections import (
     ConnectionLimits,
@@ -58,6 +59,7 @@ class ServeConfig:
     poll_seconds: float = 2.0
     fsync: bool = False
     load_retry_seconds: float = 2.0  # a refused version is tried again after this, doubling
+    drift: LiveDriftConfig = field(default_factory=LiveDriftConfig)  # the live drift window
 
 
 class _StoreOnDemand:
@@ -258,6 +260,7 @@ def build_app(
         index=index,
         ids=PredictionIds(name, key, source=key_source),
         classes_of=_registry_classes(store, name),
+        drift=config.drift,
     )
     follows_alias = not ref.startswith("v") or not ref[1:].isdigit()
     watcher = (

@@ -1,8 +1,10 @@
 """The serving state: the model being served and what a request needs to be answered.
 
 :class:`Serving` holds the current model, the dynamic batcher, the prediction ledger, the
-metrics, the prediction index and the input drift monitor. It runs each coalesced batch
-on the inference thread (predict, give every row a signed id, write the ledger), records
+metrics, the prediction index and the live drift window
+(:class:`~datawheel.monitoring.live.LiveDrift`). It runs each coalesced batch on the
+inference thread (predict, give every row a signed id, write the ledger, count the rows
+into the drift window), records
 feedback for an id any replica issued, and hot-swaps the model. It knows nothing of HTTP:
 the routes, limits and auth are :class:`~datawheel.serving.app.ServingApp`'s.
 
@@ -13,7 +15,6 @@ remembered, so the client's retry is recorded like a first try.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from datawheel.monitoring.drift import DriftMonitor
+from datawheel.monitoring.live import LiveDrift, LiveDriftConfig
 from datawheel.serving.batcher import DynamicBatcher
 from datawheel.serving.ids import PredictionIds, is_legacy_id
 from datawheel.serving.ledger import Feedback, Ledger, LedgerUnavailable, PredictionBatch
@@ -50,8 +51,25 @@ class BatchResult:
     ids: list[str]
 
 
-def _drift_monitor(model: ServedModel) -> DriftMonitor:
-    return DriftMonitor(list(model.feature_mean), list(model.feature_std))
+def _live_drift(model: ServedModel, config: LiveDriftConfig) -> LiveDrift | None:
+    """The drift window of ``model``, or None (logged) when it has no reference."""
+    where = f"{model.name}:{model.version}"
+    if model.drift_reference is None:
+        log.warning(
+            "live drift is off for %s (no drift gauges for it): %s", where, model.drift_note
+        )
+        return None
+    drift = LiveDrift(model.drift_reference, model.features, model.classes, config)
+    skipped = f"; not monitored: {', '.join(drift.skipped)}" if drift.skipped else ""
+    log.warning(
+        "live drift for %s: %d features against %s, predicted classes against %s%s",
+        where,
+        len(drift.features),
+        model.drift_note,
+        drift.prediction_source,
+        skipped,
+    )
+    return drift
 
 
 def _reason(exc: Exception) -> str:
@@ -87,8 +105,10 @@ class Serving:
         index: PredictionIndex | None = None,
         ids: PredictionIds | None = None,
         classes_of: Callable[[str], list[str]] = _no_classes,
+        drift: LiveDriftConfig | None = None,
     ) -> None:
         self.model = model
+        self.drift_config = drift or LiveDriftConfig()
         self.ledger = ledger
         self.metrics = metrics
         self.index = index if index is not None else PredictionIndex()
@@ -96,6 +116,8 @@ class Serving:
         self._classes_of = classes_of
         self._classes: dict[str, list[str]] = {model.version: list(model.classes)}
         self._feedback_lock = threading.Lock()  # check, append, record: one label at a time
+        self._drift_lock = threading.Lock()  # a swap and a drift export, one at a time
+        self._drift_failed = False
         self._failure_logged, self._failures_unlogged = -float("inf"), 0
         self.batcher: DynamicBatcher[BatchResult] = DynamicBatcher(
             self._run_batch,
@@ -104,24 +126,38 @@ class Serving:
             on_batch=metrics.batch_rows.labels(model.name).observe,
         )
         metrics.serving(model.version, model.checksum, model.load_seconds)
-        self.drift = _drift_monitor(model)
+        # (version, its drift window): one attribute, so a batch never pairs one version's
+        # model with another's window
+        self._window: tuple[str, LiveDrift | None] = (
+            model.version,
+            _live_drift(model, self.drift_config),
+        )
 
     def swap(self, model: ServedModel) -> None:
         old = self.model.version
         self._classes[model.version] = list(model.classes)
-        self.drift = _drift_monitor(model)
-        self.model = model
+        drift = _live_drift(model, self.drift_config)
+        with self._drift_lock:
+            self._window = (model.version, drift)
+            self.model = model
+            if old != model.version:
+                self.metrics.drop_drift(old)
         self.metrics.serving(model.version, model.checksum, model.load_seconds)
         self.metrics.swaps.labels(model.name).inc()
-        if old != model.version:
-            with contextlib.suppress(KeyError):
-                self.metrics.drift.remove(model.name, old)
 
-    def drift_score(self) -> float:
-        """Update and return the drift gauge of the version being served."""
-        model, score = self.model, self.drift.score()
-        self.metrics.drift.labels(model.name, model.version).set(score)
-        return score
+    @property
+    def drift(self) -> LiveDrift | None:
+        """The drift window of the version being served (None: live drift is off)."""
+        return self._window[1]
+
+    def drift_score(self) -> float | None:
+        """Export the drift gauges of the version being served; its input drift score
+        (the worst feature's PSI), or None when its live drift is off."""
+        with self._drift_lock:  # a swap between reading and exporting would revive old labels
+            version, drift = self._window
+            if drift is None:
+                return None
+            return self.metrics.live_drift(version, drift.scores(), self.drift_config.feature_cap)
 
     def _append(self, records: Sequence[Feedback] | PredictionBatch) -> None:
         """``ledger.append``; whatever makes it fail is a LedgerUnavailable (a 503)."""
@@ -149,10 +185,12 @@ class Serving:
 
     def _run_batch(self, rows: np.ndarray) -> BatchResult:
         """On the inference thread: predict, sign the ids, and write the ledger (durably)."""
-        model, drift = self.model, self.drift
+        model = self.model
+        version, drift = self._window
         start = time.perf_counter()
         probabilities = model.predict(rows)
-        indices: list[int] = probabilities.argmax(axis=1).tolist()
+        best = probabilities.argmax(axis=1)
+        indices: list[int] = best.tolist()
         classes = model.classes
         labels = [classes[i] for i in indices]
         ts = time.time()
@@ -163,11 +201,21 @@ class Serving:
                 ids, ts, model.name, model.version, rows, labels, probabilities, latency_ms
             )
         )
-        drift.observe(rows)
+        if drift is not None and version == model.version:
+            self._observe(drift, rows, best)
         counter = self.metrics.predictions
         for label in set(labels):
             counter.labels(model.name, model.version, label).inc(labels.count(label))
         return BatchResult(model.version, probabilities, labels, ids)
+
+    def _observe(self, drift: LiveDrift, rows: np.ndarray, best: np.ndarray) -> None:
+        """Count a batch into the drift window; a failure there never fails the batch."""
+        try:
+            drift.observe(rows, best)
+        except Exception:
+            if not self._drift_failed:
+                self._drift_failed = True
+                log.exception("live drift failed on a batch (logged once; the batch is served)")
 
     def _version_classes(self, version: str) -> list[str]:
         """The classes of ``version`` (cached; looked up in the registry the first time)."""

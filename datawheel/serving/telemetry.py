@@ -17,13 +17,25 @@ model_load_failures_total{model}             counter   versions refused (corrupt
 model_swaps_total{model}                     counter   hot swaps to a new version
 ledger_backlog_records{model}                gauge     ledger records not yet in the store
 ledger_lost_records_total{model}             counter   spooled records that can never upload
-input_drift_score{model,version}             gauge     mean |standardized shift| of recent inputs
+input_drift_score{model,version}             gauge     worst feature's PSI over the window
+feature_drift_psi{model,version,feature}     gauge     PSI per feature (32 by name + _other)
+prediction_drift_score{model,version}        gauge     PSI of the predicted-class mix
+drift_window_rows{model,version}             gauge     rows in the live drift window
 ========================================  =========  ==================================
+
+The drift gauges (:mod:`datawheel.monitoring.live`) are NaN until the window holds enough
+rows, and absent for a version whose live drift is off (no reference). ``feature`` labels
+are bounded: the first ``feature_cap`` features of the model by name, the rest as one
+``feature="_other"`` series holding the largest PSI among them.
 """
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from datawheel.monitoring.live import LiveScores
 
 __all__ = ["ServingMetrics"]
 
@@ -102,7 +114,28 @@ class ServingMetrics:
         )
         self.drift = Gauge(
             p + "input_drift_score",
-            "Mean absolute standardized shift of recent inputs from the training data",
+            "Input drift: the largest per-feature PSI (datawheel_feature_drift_psi) of the "
+            "live window against the training split; NaN until the window has enough rows",
+            ["model", "version"],
+            registry=r,
+        )
+        self.feature_drift = Gauge(
+            p + "feature_drift_psi",
+            "PSI of one feature over the live window against the training split's quantile "
+            'bins; the features beyond the cap are one series, feature="_other" (their max)',
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.prediction_drift = Gauge(
+            p + "prediction_drift_score",
+            "PSI of the predicted-class distribution over the live window against the "
+            "model's predictions on its test split (or the training labels)",
+            ["model", "version"],
+            registry=r,
+        )
+        self.drift_rows = Gauge(
+            p + "drift_window_rows",
+            "Rows in the live drift window",
             ["model", "version"],
             registry=r,
         )
@@ -113,6 +146,7 @@ class ServingMetrics:
         self.ledger_lost.labels(model)
         self._lost_exported = 0
         self._served: tuple[str, str] | None = None
+        self._drift_features: dict[str, set[str]] = {}  # version -> feature labels exported
 
     def ledger(self, backlog: int, lost: int) -> None:
         """Export the ledger's backlog and its running count of lost records."""
@@ -128,3 +162,25 @@ class ServingMetrics:
         self._served = (version, checksum)
         self.info.labels(self.model, version, checksum).set(1)
         self.load_seconds.labels(self.model, version).set(load_seconds)
+
+    def live_drift(self, version: str, scores: LiveScores, cap: int) -> float:
+        """Export one reading of ``version``'s drift window; the input drift score."""
+        worst = scores.worst()
+        self.drift.labels(self.model, version).set(worst)
+        self.drift_rows.labels(self.model, version).set(scores.rows)
+        if scores.prediction is not None:
+            self.prediction_drift.labels(self.model, version).set(scores.prediction)
+        exported = self._drift_features.setdefault(version, set())
+        for feature, value in scores.labelled(cap):
+            self.feature_drift.labels(self.model, version, feature).set(value)
+            exported.add(feature)
+        return worst
+
+    def drop_drift(self, version: str) -> None:
+        """Remove every drift series of ``version`` (it is no longer served)."""
+        for gauge in (self.drift, self.drift_rows, self.prediction_drift):
+            with contextlib.suppress(KeyError):
+                gauge.remove(self.model, version)
+        for feature in self._drift_features.pop(version, set()):
+            with contextlib.suppress(KeyError):
+                self.feature_drift.remove(self.model, version, feature)
