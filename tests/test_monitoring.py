@@ -244,7 +244,7 @@ def test_every_alert_has_a_firing_and_a_quiet_unit_test(rule_groups: list[dict[s
 
 def test_alerts_carry_severity_and_runbook(rule_groups: list[dict[str, Any]]) -> None:
     alerts = _alerts(rule_groups)
-    assert len(alerts) == 7
+    assert len(alerts) == 8
     for alert in alerts:
         assert alert["labels"]["severity"] in {"critical", "warning"}, alert["alert"]
         assert alert["annotations"]["summary"] and alert["for"], alert["alert"]
@@ -326,7 +326,7 @@ def test_dashboard_panels_query_prometheus(dashboard: dict[str, Any]) -> None:
     assert variables["model"]["definition"] == "label_values(datawheel_model_info, model)"
     source = {"type": "prometheus", "uid": "${datasource}"}
     panels = dashboard["panels"]
-    assert len({p["id"] for p in panels}) == len(panels) >= 12
+    assert len({p["id"] for p in panels}) == len(panels) >= 16
     cells: set[tuple[int, int]] = set()
     for panel in panels:
         assert panel["datasource"] == source, panel["title"]
@@ -423,7 +423,7 @@ def test_queried_metrics_are_exported(
     queried = {
         n for e in _dashboard_exprs(dashboard) + _rule_exprs(rule_groups) for n in _metric_names(e)
     }
-    assert len(queried) >= 13
+    assert len(queried) >= 16
     assert sorted(queried - set(live.labels)) == []
     # ...and the other way round: every exported datawheel metric has a panel.
     on_dashboard = {n for e in _dashboard_exprs(dashboard) for n in _metric_names(e)}
@@ -432,7 +432,7 @@ def test_queried_metrics_are_exported(
         for family, names in live.families.items()
         if family.startswith("datawheel_") and not family.endswith("_created")
     }
-    assert len(exported) == 14
+    assert len(exported) == 17
     assert sorted(f for f, names in exported.items() if not names & on_dashboard) == []
 
 
