@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 
 from datawheel.errors import DatawheelError
-from datawheel.monitoring.stats import bin_counts, quantile_edges, sorted_quantiles
+from datawheel.monitoring.stats import quantile_edges, sorted_quantiles
+from datawheel.monitoring.streaming import count_below
 
 __all__ = [
     "FORMAT",
@@ -37,8 +38,13 @@ __all__ = [
     "DriftReference",
     "FeatureReference",
     "build_reference",
+    "categorical_from_sorted",
+    "categorical_from_values",
     "category_keys",
     "count_labels",
+    "feature_reference",
+    "low_cardinality",
+    "numeric_from_sorted",
 ]
 
 REFERENCE_FILE = "drift_reference.json"  # file name inside a model version's folder
@@ -142,25 +148,28 @@ def count_labels(values: Sequence[Any] | np.ndarray | None) -> dict[str, int]:
     return {str(k): int(c) for k, c in zip(uniq, counts, strict=True)}
 
 
-def _is_low_cardinality(finite: np.ndarray) -> bool:
-    if finite.size == 0 or not np.all(finite == np.round(finite)):
+def low_cardinality(sorted_finite: np.ndarray) -> bool:
+    """All integers, at most :data:`MAX_CATEGORIES` distinct values (input sorted, finite)."""
+    v = sorted_finite
+    if v.size == 0 or not np.array_equal(v[::997], np.round(v[::997])):  # cheap rejection first
         return False
-    return np.unique(finite).size <= MAX_CATEGORIES
+    if not np.array_equal(v, np.round(v)):
+        return False
+    return 1 + int(np.count_nonzero(v[1:] != v[:-1])) <= MAX_CATEGORIES
 
 
-def _numeric(name: str, col: np.ndarray, bins: int) -> FeatureReference:
-    nan = np.isnan(col) | np.isinf(col)
-    v = np.sort(col[~nan])
+def numeric_from_sorted(name: str, v: np.ndarray, missing: int, bins: int) -> FeatureReference:
+    """A numeric feature's reference from its sorted finite values."""
     if v.size == 0:
-        return FeatureReference(name, "numeric", 0, int(nan.sum()))
+        return FeatureReference(name, "numeric", 0, missing)
     edges = quantile_edges(v, bins, assume_sorted=True)
-    props = bin_counts(v, edges) / v.size
+    props = np.diff(np.r_[0, count_below(v, edges, "left"), v.size]) / v.size
     sketch = sorted_quantiles(v, np.linspace(0.0, 1.0, SKETCH_POINTS))
     return FeatureReference(
         name,
         "numeric",
         int(v.size),
-        int(nan.sum()),
+        missing,
         _finite(float(v.mean(dtype=np.float64))),
         _finite(float(v.std(dtype=np.float64))),
         edges.tolist(),
@@ -169,32 +178,54 @@ def _numeric(name: str, col: np.ndarray, bins: int) -> FeatureReference:
     )
 
 
-def _categorical(name: str, col: np.ndarray) -> FeatureReference:
-    keys = category_keys(col)
-    present = keys != ""
-    counts = count_labels(col)
-    mean = std = None
-    edges: list[float] = []
-    props: list[float] = []
-    if np.issubdtype(col.dtype, np.number) and present.any():
-        f = col.astype(np.float64)[present]
-        mean, std = _finite(float(f.mean())), _finite(float(f.std()))
-        if np.all(np.isfinite(f)):
-            values, n = np.unique(f, return_counts=True)
-            edges = ((values[1:] + values[:-1]) / 2).tolist()
-            props = (n / n.sum()).tolist()
+def categorical_from_sorted(name: str, v: np.ndarray, missing: int) -> FeatureReference:
+    """A numeric-valued categorical feature's reference from its sorted finite values."""
+    if v.size == 0:
+        return FeatureReference(name, "categorical", 0, missing)
+    values, n = np.unique(v, return_counts=True)
+    keys = category_keys(values)
     return FeatureReference(
         name,
         "categorical",
-        int(present.sum()),
-        int((~present).sum()),
-        mean,
-        std,
-        edges,
-        props,
+        int(v.size),
+        missing,
+        _finite(float(v.mean(dtype=np.float64))),
+        _finite(float(v.std(dtype=np.float64))),
+        ((values[1:] + values[:-1]) / 2).astype(np.float64).tolist(),
+        (n / v.size).tolist(),
         [],
-        counts,
+        {str(k): int(c) for k, c in zip(keys, n, strict=True)},
     )
+
+
+def categorical_from_values(name: str, col: np.ndarray) -> FeatureReference:
+    """A categorical feature's reference from values of any type (missing: None/NaN/"")."""
+    keys = category_keys(col)
+    missing = int(np.count_nonzero(keys == ""))
+    return FeatureReference(
+        name, "categorical", len(keys) - missing, missing, categories=count_labels(col)
+    )
+
+
+def feature_reference(
+    name: str, col: np.ndarray, bins: int, *, categorical: bool = False, numeric: bool = False
+) -> tuple[FeatureReference, np.ndarray | None]:
+    """One feature's reference, and its sorted finite values when it is numeric-valued.
+
+    ``categorical``/``numeric`` force the kind; otherwise the module docstring's rule.
+    Infinite values count as missing.
+    """
+    if col.dtype == object or col.dtype == bool:
+        if numeric:
+            raise DatawheelError(f"feature {name!r} is not numeric", "drop it from numeric=")
+        return categorical_from_values(name, col), None
+    f = col if np.issubdtype(col.dtype, np.floating) else col.astype(np.float64)
+    finite = np.isfinite(f)
+    missing = int(f.size - np.count_nonzero(finite))
+    v = np.sort(f[finite] if missing else f)
+    if categorical or (not numeric and low_cardinality(v)):
+        return categorical_from_sorted(name, v, missing), v
+    return numeric_from_sorted(name, v, missing, bins), v
 
 
 def _columns(x: np.ndarray | pd.DataFrame, features: list[str]) -> list[np.ndarray]:
@@ -226,8 +257,8 @@ def build_reference(
     features: list[str],
     *,
     bins: int = 10,
-    labels: Sequence[Any] | None = None,
-    predictions: Sequence[Any] | None = None,
+    labels: Sequence[Any] | np.ndarray | None = None,
+    predictions: Sequence[Any] | np.ndarray | None = None,
     categorical: Sequence[str] = (),
     numeric: Sequence[str] = (),
 ) -> DriftReference:
@@ -235,16 +266,10 @@ def build_reference(
     if bins < 2:
         raise DatawheelError(f"bins={bins} is too few", "use at least 2 bins (10 is the default)")
     forced_cat, forced_num = set(categorical), set(numeric)
-    out = []
-    for name, col in zip(features, _columns(x, features), strict=True):
-        is_num = col.dtype != object
-        if is_num:
-            col = col.astype(np.float64)
-        if name in forced_num and not is_num:
-            raise DatawheelError(f"feature {name!r} is not numeric", "drop it from numeric=")
-        finite = col[np.isfinite(col)] if is_num else col
-        cat = not is_num or name in forced_cat
-        cat = cat or (name not in forced_num and _is_low_cardinality(finite))
-        out.append(_categorical(name, col) if cat else _numeric(name, col, bins))
-    rows = len(x)
-    return DriftReference(out, rows, bins, count_labels(labels), count_labels(predictions))
+    out = [
+        feature_reference(
+            name, col, bins, categorical=name in forced_cat, numeric=name in forced_num
+        )[0]
+        for name, col in zip(features, _columns(x, features), strict=True)
+    ]
+    return DriftReference(out, len(x), bins, count_labels(labels), count_labels(predictions))

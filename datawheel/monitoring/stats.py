@@ -23,6 +23,7 @@ Agreement with scipy (tests/test_drift_stats.py checks each on random data with 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -189,6 +190,7 @@ def wasserstein1(ref_sorted: np.ndarray, cur_sorted: np.ndarray) -> float:
     return float(np.abs(r[a] - c[b]) @ w)
 
 
+@functools.lru_cache(maxsize=8)
 def _merged_steps(n: int, m: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For the merged quantile steps of sizes n and m: the reference index, the current
     index and the width of each piece."""
