@@ -250,3 +250,15 @@ def test_bad_batches_are_refused() -> None:
         drift.observe(np.zeros((2, 3)), np.zeros(3, np.intp))
     with pytest.raises(ValueError, match="invalid live drift settings"):
         LiveDriftConfig(window_rows=0)
+
+
+def test_the_warm_up_is_a_quarter_of_the_window_unless_set() -> None:
+    assert LiveDriftConfig().warmup_rows == 500
+    assert LiveDriftConfig(window_rows=100).warmup_rows == 25
+    assert LiveDriftConfig(window_rows=100, min_rows=0).warmup_rows == 1
+    ref, names = _normal_reference(features=2)
+    drift = _window(ref, names, window_rows=100)
+    drift.observe(_sample(24, features=2), np.zeros(24, np.intp))
+    assert np.isnan(drift.scores().worst())
+    drift.observe(_sample(1, features=2), np.zeros(1, np.intp))
+    assert np.isfinite(drift.scores().worst())

@@ -159,10 +159,6 @@ def serve(
             poll_seconds=poll_seconds,
             load_retry_seconds=load_retry_seconds,
             fsync=fsync,
-            drift=LiveDriftConfig(
-                window_rows=drift_window_rows,
-                min_rows=drift_window_rows // 4,
-                feature_cap=drift_features,
-            ),
+            drift=LiveDriftConfig(window_rows=drift_window_rows, feature_cap=drift_features),
         )
     )

@@ -17,14 +17,15 @@ window's predicted-class counts against the model's predicted classes on its tes
 (``DriftReference.predictions``), or, for a reference without them, the training label
 distribution (``labels``); :attr:`LiveDrift.prediction_source` says which.
 
-Every PSI is NaN until the window holds ``min_rows`` rows (500): with 10 bins, the PSI of
-n rows drawn from the reference itself is about 9/n, and the worst of 64 such features
-about 25/n, so fewer rows would be mostly noise.
+Every PSI is NaN until the window holds ``min_rows`` rows (a quarter of the window, 500 by
+default): with 10 bins, the PSI of n rows drawn from the reference itself is about 9/n,
+and the worst of 64 such features about 25/n, so fewer rows would be mostly noise.
 
 Cost per batch: one comparison of the ``[rows, features]`` values with a ``[edges,
 features]`` table and one ``bincount``, vectorised over features (for at most
 :data:`COMPARE_MAX_EDGES` edges per feature; beyond that one ``np.searchsorted`` over every
-feature's edges at once, on integer keys ``feature << 32 | order-preserving bits``).
+feature's edges at once, on integer keys ``feature << 32 | order-preserving bits``; for
+64 features x 9 edges that search measured 3-4x slower than the comparison).
 """
 
 from __future__ import annotations
@@ -50,12 +51,18 @@ _CHUNK_ROWS = 2048  # rows binned at once (bounds the comparison's temporary arr
 class LiveDriftConfig:
     window_rows: int = 2000  # the latest rows compared with the reference
     blocks: int = 8  # eviction granularity: the window falls out window_rows / blocks at a time
-    min_rows: int = 500  # PSI is NaN while the window holds fewer rows
+    min_rows: int | None = None  # PSI is NaN while the window holds fewer (window / 4)
     feature_cap: int = 32  # features exported by name; the others as one "_other" series
 
     def __post_init__(self) -> None:
-        if self.window_rows < 1 or self.blocks < 1 or self.min_rows < 0 or self.feature_cap < 0:
+        bad_min = self.min_rows is not None and self.min_rows < 0
+        if self.window_rows < 1 or self.blocks < 1 or bad_min or self.feature_cap < 0:
             raise ValueError(f"invalid live drift settings: {self}")
+
+    @property
+    def warmup_rows(self) -> int:
+        """Rows the window must hold before PSI is reported: ``min_rows``, else a quarter."""
+        return max(1, self.window_rows // 4 if self.min_rows is None else self.min_rows)
 
 
 @dataclass(frozen=True)
@@ -308,7 +315,7 @@ class LiveDrift:
             for block in self._blocks:
                 counts += block.counts
                 classes += block.classes
-        enough = rows >= max(self.config.min_rows, 1)
+        enough = rows >= self.config.warmup_rows
         nan = np.full(len(self.features), np.nan)
         values = np.asarray(psi(self._bins.reference, counts), np.float64) if enough else nan
         prediction: float | None = None
