@@ -92,7 +92,7 @@ class NumericAccumulator:
 
     def finish(self, ref_sorted: np.ndarray | None) -> Measured:
         out = Measured(self.ref, self.rows, self.missing)
-        bins = np.diff(np.r_[0, self.below_edges, self.rows])
+        bins = np.diff(np.concatenate(([0], self.below_edges, [self.rows])))
         out.histogram = {
             "edges": self.edges.tolist(),
             "reference": list(self.ref.proportions),
@@ -190,6 +190,10 @@ class CategoricalAccumulator:
         out.chi2, out.p_value, out.js, out.new_categories, out.histogram = class_shift(
             self.ref.categories, self.counts
         )
+        if self.rows and self.ref.rows:
+            ref_share = np.asarray(out.histogram["reference"], np.float64)
+            cur_counts = np.array([self.counts.get(str(k), 0) for k in out.histogram["categories"]])
+            out.psi = stats.psi(ref_share, cur_counts)
         if self.ref.rows == 0:
             out.notes.append("the reference has no values for this feature")
             out.chi2 = out.p_value = out.js = None

@@ -149,17 +149,29 @@ def ks_pvalue(d: float, n: int, m: int) -> tuple[float, float]:
     """(statistic, two-sided p-value) as ``scipy.stats.ks_2samp`` 'auto' reports them."""
     if n == 0 or m == 0 or not math.isfinite(d):
         return d, math.nan
-    if max(n, m) <= EXACT_KS_MAX_N:
-        exact = _exact_routine()
-        if exact is not None:
-            with np.errstate(all="ignore"):
-                ok, d_exact, prob = exact(n, m, math.gcd(n, m), d, "two-sided")
-            if ok:
-                return float(d_exact), float(np.clip(prob, 0.0, 1.0))
+    if max(n, m) <= EXACT_KS_MAX_N and _exact_routine() is not None:
+        lcm = (n // math.gcd(n, m)) * m
+        h = round(d * lcm)  # scipy rounds D to h / lcm(n, m) first, as here
+        found = _exact_pvalue(n, m, h)
+        if found is not None:
+            return found
     from scipy.stats import kstwo
 
     en = np.round(n * m / (n + m))
     return d, float(np.clip(kstwo.sf(d, en), 0.0, 1.0))
+
+
+@functools.lru_cache(maxsize=4096)
+def _exact_pvalue(n: int, m: int, h: int) -> tuple[float, float] | None:
+    """scipy's exact (statistic, p-value) for D = h / lcm(n, m); cached, since windows of one
+    size see the same few hundred values of h. None where scipy's own attempt fails."""
+    exact = _exact_routine()
+    if exact is None:  # pragma: no cover
+        return None
+    g = math.gcd(n, m)
+    with np.errstate(all="ignore"):
+        ok, d_exact, prob = exact(n, m, g, h / ((n // g) * m), "two-sided")
+    return (float(d_exact), float(np.clip(prob, 0.0, 1.0))) if ok else None
 
 
 def ks_2samp(ref_sorted: np.ndarray, cur: np.ndarray) -> tuple[float, float]:

@@ -84,9 +84,11 @@ def prefix_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
     """float64 sums of ``values[:e]`` for each of the nondecreasing ``ends``: one
     ``reduceat`` pass (a float64 cumsum of the whole array is ~10x slower)."""
     m = values.size
-    starts = _unique_sorted(np.r_[0, ends[ends < m]].astype(np.int64))
+    starts = _unique_sorted(np.concatenate(([0], ends[ends < m])).astype(np.int64))
     sums = np.add.reduceat(values, starts, dtype=np.float64) if m else np.zeros(1)
-    prefix = np.r_[0.0, np.cumsum(sums)]  # prefix[i] = sum(values[:starts[i]]), last = total
+    prefix = np.concatenate(
+        ([0.0], np.cumsum(sums))
+    )  # prefix[i] = sum(values[:starts[i]]), last = total
     at = np.searchsorted(starts, ends, side="left")
     out: np.ndarray = np.where(ends >= m, prefix[-1], prefix[np.minimum(at, starts.size - 1)])
     return out
@@ -167,7 +169,7 @@ def _ecdf(c: GridCounts, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 
 def _unique_sorted(a: np.ndarray) -> np.ndarray:
-    return a[np.r_[True, a[1:] != a[:-1]]] if a.size else a
+    return a[np.concatenate(([True], a[1:] != a[:-1]))] if a.size else a
 
 
 def grid_from_sorted(sorted_values: np.ndarray, points: int = GRID_POINTS) -> Grid:
@@ -185,7 +187,7 @@ def grid_from_sorted(sorted_values: np.ndarray, points: int = GRID_POINTS) -> Gr
     return Grid(g, center, f_le, f_lt, integral, n, True, counts.le, counts.lt)
 
 
-def grid_from_sketch(quantiles: Sequence[float], rows: int) -> Grid:
+def grid_from_sketch(quantiles: Sequence[float] | np.ndarray, rows: int) -> Grid:
     """The grid of a saved reference: its quantile sketch, uniform between sketch points
     (a run of equal quantiles is an atom holding that share)."""
     q = np.asarray(quantiles, np.float64)
