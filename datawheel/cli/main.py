@@ -24,6 +24,7 @@ _COMMANDS = {
     "datasets": "datawheel.cli.datasets:datasets",
     "models": "datawheel.cli.models:models",
     "deploy": "datawheel.cli.deploy:deploy",
+    "drift": "datawheel.cli.drift:drift",
 }
 
 
@@ -48,7 +49,10 @@ def cli() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        cli.main(args=argv, prog_name="datawheel", standalone_mode=False)
+        # Without standalone mode click returns, not raises, a command's Exit(code).
+        code = cli.main(args=argv, prog_name="datawheel", standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except DatawheelError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
