@@ -27,6 +27,7 @@ from datawheel.monitoring.streaming import (
     Grid,
     GridCounts,
     count_below,
+    count_both,
     ks_intervals,
     w1_from_grid,
 )
@@ -157,8 +158,7 @@ def _exact_ks(
     j = np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lens)
     x = cur[j].astype(np.float64)
     lo, hi = np.repeat(grid.n_le[cand], lens), np.repeat(grid.n_lt[cand + 1], lens)
-    lt = count_below(ref_sorted, x, "left", lo, hi)
-    le = count_below(ref_sorted, x, "right", lo, hi)
+    lt, le = count_both(ref_sorted, x, lo, hi)
     n, m = ref_sorted.size, cur.size
     best = max(int(np.max(lt * m - j * n)), int(np.max((j + 1) * n - le * m)))
     return max(d_grid, best / (n * m))

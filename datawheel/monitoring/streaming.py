@@ -40,6 +40,7 @@ __all__ = [
     "Grid",
     "GridCounts",
     "count_below",
+    "count_both",
     "grid_from_sketch",
     "grid_from_sorted",
     "ks_from_grid",
@@ -71,8 +72,7 @@ class GridCounts:
         """Fold one sorted, finite chunk in (``grid``: the float64 grid points)."""
         if sorted_values.size == 0:
             return
-        lt = count_below(sorted_values, grid, "left")
-        le = count_below(sorted_values, grid, "right")
+        lt, le = count_both(sorted_values, grid)
         self.lt += lt
         self.le += le
         self.s_lt += prefix_sums(sorted_values, lt) - center * lt
@@ -117,15 +117,37 @@ def count_below(
         k = _searchsorted(a[::step], x, side)
         lo, hi = np.maximum((k - 1) * step + 1, 0), np.minimum(k * step, m)
     lo, hi = lo.astype(np.int64), hi.astype(np.int64)
-    while True:
-        active = lo < hi
-        if not active.any():
-            return lo
-        mid = (lo + hi) // 2
-        v = a[np.minimum(mid, m - 1)]
-        go = active & ((v < x) if side == "left" else (v <= x))
-        lo = np.where(go, mid + 1, lo)
-        hi = np.where(active & ~go, mid, hi)
+    if lo.size == 0:
+        return lo
+    # Binary lifting: pos only moves over values below x, by halving powers of two, so it
+    # ends at the first value that is not (a valid bracket keeps it from passing hi).
+    pos, step = lo, 1 << max(int((hi - lo).max()).bit_length() - 1, 0)
+    last = m - 1
+    while step >= 1:
+        cand = pos + step
+        v = a[np.minimum(cand - 1, last)]
+        pos = np.where((v < x) if side == "left" else (v <= x), cand, pos)
+        step >>= 1
+    out: np.ndarray = np.minimum(pos, hi)
+    return out
+
+
+def count_both(
+    sorted_values: np.ndarray,
+    x: np.ndarray,
+    lo: np.ndarray | None = None,
+    hi: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(values < x, values <= x): the second differs only where x occurs in the sample, so
+    only those are searched again."""
+    a, x = sorted_values, np.asarray(x, np.float64)
+    lt = count_below(a, x, "left", lo, hi)
+    le = lt.copy()
+    inside = np.flatnonzero(lt < a.size)
+    eq = inside[a[lt[inside]] == x[inside]]
+    if eq.size:
+        le[eq] = count_below(a, x[eq], "right", lt[eq], np.full(eq.size, a.size, np.int64))
+    return lt, le
 
 
 def _searchsorted(a: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
