@@ -21,11 +21,14 @@ Every PSI is NaN until the window holds ``min_rows`` rows (a quarter of the wind
 default): with 10 bins, the PSI of n rows drawn from the reference itself is about 9/n,
 and the worst of 64 such features about 25/n, so fewer rows would be mostly noise.
 
-Cost per batch: one comparison of the ``[rows, features]`` values with a ``[edges,
-features]`` table and one ``bincount``, vectorised over features (for at most
-:data:`COMPARE_MAX_EDGES` edges per feature; beyond that one ``np.searchsorted`` over every
-feature's edges at once, on integer keys ``feature << 32 | order-preserving bits``; for
-64 features x 9 edges that search measured 3-4x slower than the comparison).
+Cost per batch: one comparison of the ``[rows, features]`` values with an ``[edges,
+features]`` table, summed over rows into the rows at or above each edge, added to the
+newest block; the bins (differences of those tallies) and PSI are computed only when the
+window is read, on a scrape. Vectorised over features, no loop per feature or row. That
+holds for at most :data:`COMPARE_MAX_EDGES` edges per feature (a categorical feature has
+two per value); beyond, one ``np.searchsorted`` over every feature's edges at once
+(integer keys ``feature << 32 | order-preserving bits``) and a ``bincount``, which for 64
+features x 9 edges measured 3-4x slower than the comparison.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from datawheel.monitoring.stats import psi
 
 __all__ = ["COMPARE_MAX_EDGES", "OTHER", "LiveDrift", "LiveDriftConfig", "LiveScores"]
 
-COMPARE_MAX_EDGES = 32  # more edges than this on some feature: searchsorted instead
+COMPARE_MAX_EDGES = 48  # more edges than this on some feature: searchsorted instead
 OTHER = "_other"  # the label of the features beyond the cap
 _CHUNK_ROWS = 2048  # rows binned at once (bounds the comparison's temporary array)
 
@@ -119,31 +122,51 @@ def _category_values(ref: FeatureReference) -> np.ndarray | None:
 class _Bins:
     """The reference bins of the monitored features, laid out for vectorised counting.
 
-    Row f of :attr:`reference` holds feature f's shares: its bins (padded with zeros to
-    the widest feature), then the missing share in the last column."""
+    Every feature is a list of edges (float32, see :func:`_ceil32`): a numeric feature's
+    quantile edges; for a categorical feature each value ``c`` and the next float32 above
+    it, so the rows >= ``c`` minus the rows >= that next float are the rows equal to ``c``
+    and every other raw bin holds values none of the categories. A batch is tallied as the
+    rows at or above each edge (:meth:`tally`, all a batch costs); the window's tallies are
+    turned into bins only when it is read (:meth:`bin_counts`).
+
+    Row f of :attr:`reference` holds feature f's shares in the PSI layout: a numeric
+    feature's bins, or a categorical feature's values and then its unseen bin; zeros up to
+    the widest feature; the missing share in the last column."""
 
     def __init__(self, refs: Sequence[FeatureReference]) -> None:
         n = len(refs)
-        edges = [_ceil32(r.edges) for r in refs]
         cats = [_category_values(r) if r.kind == "categorical" else None for r in refs]
-        self.n_bins = np.array(
-            [len(e) + 1 + (c is not None) for e, c in zip(edges, cats, strict=True)], np.intp
-        )
-        self.width = int(self.n_bins.max(initial=1)) + 1  # + the missing column
+        edges = [
+            _ceil32(r.edges)
+            if c is None
+            else np.column_stack([c, np.nextafter(c, np.float32(np.inf))]).ravel()
+            for r, c in zip(refs, cats, strict=True)
+        ]
+        self.n_edges = max((e.size for e in edges), default=0) or 1
+        self.by_compare = self.n_edges <= COMPARE_MAX_EDGES
+        self.table = np.full((self.n_edges, n), np.inf, np.float32)  # [edge, feature]
+        for f, e in enumerate(edges):
+            self.table[: e.size, f] = e
+        # PSI bins: numeric k edges -> k + 1 bins; categorical m values -> m + unseen
+        n_bins = [e.size + 1 if c is None else c.size + 1 for e, c in zip(edges, cats, strict=True)]
+        self.width = max(n_bins, default=1) + 1  # + the missing column
         self.missing = self.width - 1
-        self.offsets = np.arange(n, dtype=np.intp) * self.width
+        dest = np.zeros((self.n_edges + 1, n), np.intp)  # raw bin -> PSI bin, per feature
+        raw = np.arange(self.n_edges + 1)
+        for f, c in enumerate(cats):
+            if c is None:
+                dest[:, f] = np.minimum(raw, n_bins[f] - 1)  # raw bins past the last edge are 0
+            else:
+                dest[:, f] = np.where(raw % 2 == 1, np.minimum(raw // 2, c.size), c.size)
+        self.dest = (dest + np.arange(n) * self.width).ravel()  # into [feature, width], flat
         self.reference = np.zeros((n, self.width), np.float64)
         for f, r in enumerate(refs):
             total = r.rows + r.missing
             share_missing = r.missing / total if total else 0.0
-            props = np.asarray(r.proportions or [0.0], np.float64)[: len(edges[f]) + 1]
+            props = np.asarray(r.proportions or [0.0], np.float64)[: n_bins[f]]
             self.reference[f, : props.size] = props * (1.0 - share_missing)
             self.reference[f, self.missing] = share_missing
-        most = max((len(e) for e in edges), default=0)
-        self.by_compare = most <= COMPARE_MAX_EDGES
-        self.table = np.full((max(most, 1), n), np.inf, np.float32)  # [edge, feature]
-        for f, e in enumerate(edges):
-            self.table[: e.size, f] = e
+        # the search (more edges than COMPARE_MAX_EDGES): keys feature << 32 | bits
         self.keys = np.concatenate(
             [
                 (np.uint64(f) << np.uint64(32)) | _sortable(e).astype(np.uint64)
@@ -151,46 +174,55 @@ class _Bins:
             ]
             or [np.zeros(0, np.uint64)]
         )
-        self.key_starts = np.cumsum([0] + [e.size for e in edges[:-1]], dtype=np.intp)[:n]
+        self.starts = np.cumsum([0] + [e.size for e in edges[:-1]], dtype=np.intp)[:n]
         self.feature_keys = np.arange(n, dtype=np.uint64) << np.uint64(32)
-        self.cat_columns = np.array([f for f, c in enumerate(cats) if c is not None], np.intp)
-        chosen = [c for c in cats if c is not None]
-        widest = max((c.size for c in chosen), default=1)
-        self.cat_values = np.full((len(chosen), widest), np.nan, np.float32)  # [column, value]
-        for i, c in enumerate(chosen):
-            self.cat_values[i, : c.size] = c
-        self.cat_rows = np.arange(len(chosen), dtype=np.intp)[None, :]
-        self.cat_unseen = self.n_bins[self.cat_columns] - 1
+
+    def tally(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For float32 rows ``x`` ``[n, features]`` (at most 2**31): ``[edges, features]`` rows
+        at or above each edge, and ``[features]`` finite values (the rest are missing)."""
+        n, nf = x.shape
+        finite = np.isfinite(x)
+        if finite.all():
+            finite_rows = np.full(nf, n, np.int64)
+        else:  # +-inf is missing too; NaN compares false with every edge
+            x = np.where(finite, x, np.float32(np.nan))
+            finite_rows = finite.sum(axis=0, dtype=np.int64)
+        if self.by_compare:
+            above = (x[:, None, :] >= self.table[None]).reshape(n, -1).view(np.uint8)
+            ge = above.sum(axis=0, dtype=np.int32)  # int32: 2x faster than int64 here
+            return ge.reshape(self.n_edges, nf), finite_rows
+        query = (_sortable(x).astype(np.uint64) | self.feature_keys).ravel()
+        b = np.searchsorted(self.keys, query, side="right").reshape(n, nf) - self.starts
+        b = np.where(finite, b + np.arange(nf) * (self.n_edges + 1), nf * (self.n_edges + 1))
+        raw = np.bincount(b.ravel(), minlength=nf * (self.n_edges + 1) + 1)[:-1]
+        raw = raw.reshape(nf, self.n_edges + 1)
+        ge = np.cumsum(raw[:, ::-1], axis=1)[:, ::-1][:, 1:]  # rows in the bins above edge k
+        return np.ascontiguousarray(ge.T, np.int64), finite_rows
+
+    def bin_counts(self, ge: np.ndarray, finite: np.ndarray, rows: int) -> np.ndarray:
+        """int64 ``[features, width]`` counts in the PSI layout, from tallies (summed)."""
+        nf = ge.shape[1]
+        steps = np.concatenate([finite[None], ge, np.zeros((1, nf), np.int64)])
+        raw = steps[:-1] - steps[1:]  # [raw bin, feature]
+        out = np.bincount(self.dest, weights=raw.ravel(), minlength=nf * self.width)
+        out = out.reshape(nf, self.width).round().astype(np.int64)
+        out[:, self.missing] = rows - finite
+        return out
 
     def counts(self, x: np.ndarray) -> np.ndarray:
-        """int64 ``[features, width]`` counts of float32 rows ``x`` ``[n, features]``."""
-        n, nf = x.shape
-        b: np.ndarray
-        if self.by_compare:  # = np.searchsorted(edges_f, x[:, f], side="right") for every f
-            b = (x[None, :, :] >= self.table[:, None, :]).sum(axis=0, dtype=np.uint8)
-        else:
-            query = (_sortable(x).astype(np.uint64) | self.feature_keys).ravel()
-            found = np.searchsorted(self.keys, query, side="right").reshape(n, nf)
-            b = found - self.key_starts
-        if self.cat_columns.size:  # the value the bin stands for, or the unseen bin
-            bins = b[:, self.cat_columns].astype(np.intp)
-            seen = x[:, self.cat_columns] == self.cat_values[self.cat_rows, bins]
-            b[:, self.cat_columns] = np.where(seen, bins, self.cat_unseen)
-        finite = np.isfinite(x)
-        if not finite.all():
-            b = np.where(finite, b, self.missing)
-        flat = (b + self.offsets).ravel()
-        return np.bincount(flat, minlength=nf * self.width).reshape(nf, self.width)
+        """:meth:`bin_counts` of one batch."""
+        return self.bin_counts(*self.tally(x), len(x))
 
 
 class _Block:
-    """Counts of up to about ``block_rows`` consecutive rows: one slot of the ring."""
+    """Tallies of up to about ``block_rows`` consecutive rows: one slot of the ring."""
 
-    __slots__ = ("classes", "counts", "rows")
+    __slots__ = ("classes", "finite", "ge", "rows")
 
-    def __init__(self, features: int, width: int, classes: int) -> None:
+    def __init__(self, edges: int, features: int, classes: int) -> None:
         self.rows = 0
-        self.counts = np.zeros((features, width), np.int64)
+        self.ge = np.zeros((edges, features), np.int64)
+        self.finite = np.zeros(features, np.int64)
         self.classes = np.zeros(classes, np.int64)
 
 
@@ -291,15 +323,16 @@ class LiveDrift:
             class_counts = np.bincount(classes[start : start + step], minlength=len(self.classes))
             if class_counts.size > len(self.classes):
                 raise ValueError(f"predicted class indices must be below {len(self.classes)}")
-            self._add(len(chunk), self._bins.counts(chunk), class_counts)
+            self._add(len(chunk), *self._bins.tally(chunk), class_counts)
 
-    def _add(self, n: int, counts: np.ndarray, class_counts: np.ndarray) -> None:
+    def _add(self, n: int, ge: np.ndarray, finite: np.ndarray, class_counts: np.ndarray) -> None:
         blocks = self._blocks
         if not blocks or blocks[-1].rows >= self._block_rows:
-            blocks.append(_Block(counts.shape[0], counts.shape[1], len(self.classes)))
+            blocks.append(_Block(ge.shape[0], ge.shape[1], len(self.classes)))
         block = blocks[-1]
         block.rows += n
-        block.counts += counts
+        block.ge += ge
+        block.finite += finite
         block.classes += class_counts
         self._rows += n
         while len(blocks) > 1 and self._rows - blocks[0].rows >= self.config.window_rows:
@@ -310,11 +343,14 @@ class LiveDrift:
         with self._lock:
             self._flush()
             rows = self._rows
-            counts = np.zeros((len(self.features), self._bins.width), np.int64)
+            ge = np.zeros((self._bins.n_edges, len(self.features)), np.int64)
+            finite = np.zeros(len(self.features), np.int64)
             classes = np.zeros(len(self.classes), np.int64)
             for block in self._blocks:
-                counts += block.counts
+                ge += block.ge
+                finite += block.finite
                 classes += block.classes
+        counts = self._bins.bin_counts(ge, finite, rows)
         enough = rows >= self.config.warmup_rows
         nan = np.full(len(self.features), np.nan)
         values = np.asarray(psi(self._bins.reference, counts), np.float64) if enough else nan
