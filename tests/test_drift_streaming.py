@@ -45,7 +45,9 @@ def test_prefix_sums() -> None:
     v = np.sort(np.random.default_rng(1).normal(size=1000)).astype(np.float32)
     ends = np.array([0, 0, 1, 5, 5, 999, 1000, 1000])
     want = np.r_[0.0, np.cumsum(v, dtype=np.float64)][ends]
-    assert np.allclose(prefix_sums(v, ends), want, rtol=0, atol=1e-9)
+    got, total = prefix_sums(v, ends)
+    assert np.allclose(got, want, rtol=0, atol=1e-9)
+    assert total == pytest.approx(float(v.sum(dtype=np.float64)), abs=1e-9)
 
 
 @pytest.mark.parametrize("points", [50, 1000, 10_000])

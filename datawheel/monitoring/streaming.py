@@ -75,23 +75,24 @@ class GridCounts:
         lt, le = count_both(sorted_values, grid)
         self.lt += lt
         self.le += le
-        self.s_lt += prefix_sums(sorted_values, lt) - center * lt
+        below, total = prefix_sums(sorted_values, lt)
+        self.s_lt += below - center * lt
         self.count += int(sorted_values.size)
-        self.total += float(sorted_values.sum(dtype=np.float64)) - center * sorted_values.size
+        self.total += total - center * sorted_values.size
 
 
-def prefix_sums(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """float64 sums of ``values[:e]`` for each of the nondecreasing ``ends``: one
-    ``reduceat`` pass (a float64 cumsum of the whole array is ~10x slower)."""
+def prefix_sums(values: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, float]:
+    """float64 sums of ``values[:e]`` for each of the nondecreasing ``ends``, and the total:
+    one ``reduceat`` pass (a float64 cumsum of the whole array is ~10x slower)."""
     m = values.size
+    if m == 0:
+        return np.zeros(ends.shape), 0.0
     starts = _unique_sorted(np.concatenate(([0], ends[ends < m])).astype(np.int64))
-    sums = np.add.reduceat(values, starts, dtype=np.float64) if m else np.zeros(1)
-    prefix = np.concatenate(
-        ([0.0], np.cumsum(sums))
-    )  # prefix[i] = sum(values[:starts[i]]), last = total
+    sums = np.add.reduceat(values, starts, dtype=np.float64)
+    prefix = np.concatenate(([0.0], np.cumsum(sums)))  # prefix[i] = sum(values[:starts[i]])
     at = np.searchsorted(starts, ends, side="left")
     out: np.ndarray = np.where(ends >= m, prefix[-1], prefix[np.minimum(at, starts.size - 1)])
-    return out
+    return out, float(prefix[-1])
 
 
 def count_below(
