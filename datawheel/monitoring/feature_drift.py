@@ -143,25 +143,32 @@ def _exact_ks(
 ) -> float:
     """The exact KS statistic: ``D_grid`` or a value inside an interval that could beat it.
 
-    The current values strictly inside those intervals are ranked in the reference, each
-    within its interval's reference range (a bisection of a few steps).
+    Intervals are visited by decreasing bound, a batch at a time, and those whose bound no
+    longer beats the best value found are skipped. The current values strictly inside an
+    interval are ranked in the reference within its reference range (a few bisection steps).
     """
-    cand = np.flatnonzero(up > d_grid)
-    if cand.size == 0 or grid.n_le is None or grid.n_lt is None:
+    if grid.n_le is None or grid.n_lt is None:
         return d_grid
-    starts, stops = counts.le[cand], counts.lt[cand + 1]  # current values strictly inside
-    lens = np.maximum(stops - starts, 0)
-    total = int(lens.sum())
-    if total == 0:
-        return d_grid
-    offsets = np.cumsum(lens) - lens
-    j = np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lens)
-    x = cur[j].astype(np.float64)
-    lo, hi = np.repeat(grid.n_le[cand], lens), np.repeat(grid.n_lt[cand + 1], lens)
-    lt, le = count_both(ref_sorted, x, lo, hi)
+    order = np.flatnonzero(up > d_grid)
+    order = order[np.argsort(-up[order], kind="stable")]
     n, m = ref_sorted.size, cur.size
-    best = max(int(np.max(lt * m - j * n)), int(np.max((j + 1) * n - le * m)))
-    return max(d_grid, best / (n * m))
+    best, batch = d_grid, 16
+    while order.size and up[order[0]] > best:
+        cand, order = order[:batch], order[batch:]
+        batch *= 4
+        starts, stops = counts.le[cand], counts.lt[cand + 1]  # current values strictly inside
+        lens = np.maximum(stops - starts, 0)
+        total = int(lens.sum())
+        if total:
+            offsets = np.cumsum(lens) - lens
+            j = np.arange(total, dtype=np.int64) + np.repeat(starts - offsets, lens)
+            x = cur[j].astype(np.float64)
+            lo, hi = np.repeat(grid.n_le[cand], lens), np.repeat(grid.n_lt[cand + 1], lens)
+            lt, le = count_both(ref_sorted, x, lo, hi)
+            top = max(int(np.max(lt * m - j * n)), int(np.max((j + 1) * n - le * m)))
+            best = max(best, top / (n * m))
+        order = order[up[order] > best]
+    return best
 
 
 class CategoricalAccumulator:
