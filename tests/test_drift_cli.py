@@ -168,6 +168,8 @@ def test_bad_input_is_one_line_with_a_fix(tmp_path: Path) -> None:
     text.write_text("hello")
     _one_line_error(run(str(ref), str(text)), "not a CSV or Parquet file")
     _one_line_error(run(str(ref)), "nothing to compare")
+    html = str(tmp_path / "no" / "such" / "folder" / "r.html")
+    _one_line_error(run(str(ref), str(cur), "--html", html), "cannot write the report")
     _one_line_error(run(str(ref), str(cur), "--model", "digits", "--store", store), "not both")
     _one_line_error(run("--model", "digits", "--store", store), "model 'digits' is not")
     _one_line_error(run("--model", "digits", "--since", "yesterday"), "not a duration")

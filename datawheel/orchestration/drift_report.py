@@ -145,6 +145,16 @@ def drift_markdown(run: DriftRun) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _write(path: str, text: str) -> None:
+    try:
+        Path(path).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise DatawheelError(
+            f"cannot write the report to {path} ({exc.strerror or exc})",
+            "pass a path in a folder that exists and is writable",
+        ) from None
+
+
 def write_reports(
     run: DriftRun,
     *,
@@ -158,10 +168,10 @@ def write_reports(
 
     r = run.report
     if report_path:
-        Path(report_path).write_text(drift_markdown(run))
+        _write(report_path, drift_markdown(run))
     if html_path:
         page = drift_html(r, title=title, reference_name=run.reference, current_name=run.current)
-        Path(html_path).write_text(page)
+        _write(html_path, page)
     if metrics is not None:
         values = {
             "dataset_drift": float(r.dataset_drift),
