@@ -40,10 +40,15 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:  # mypy checks benchmarks/ as a namespace package
+    from benchmarks.serve_setup import _run_checked
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from serve_setup import _run_checked
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
@@ -60,14 +65,6 @@ SHIFTS = {  # feature index -> what the current sample does to it
 
 def _print(text: str = "") -> None:
     print(text, flush=True)  # plain lines: whole when piped
-
-
-def _run_checked(cmd: list[str], what: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kwargs)
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-20:])
-        raise SystemExit(f"{what} failed (exit {proc.returncode}): {' '.join(cmd)}\n{tail}")
-    return proc
 
 
 def ensure_evidently_venv(venv: Path, install: bool) -> Path:
