@@ -96,7 +96,11 @@ def test_statistics_match_scipy_through_the_engine() -> None:
         for f in report.features:
             want = sps.ks_2samp(ref[f.name], cur[f.name])
             assert f.ks == pytest.approx(float(want.statistic), abs=1e-12) and f.ks_error == 0
-            assert f.p_value == pytest.approx(float(want.pvalue), rel=1e-6, abs=1e-300)
+            # scipy's exact one-sided tail where cheap, its expansion (stats._ks_tail) where
+            # scipy would sum it for a second or more: 1e-4 relative down to p = 1e-9
+            rel = 1e-6 if want.pvalue > 0.03 or n * m / (n + m) <= 10_000 else 1e-4
+            rel = rel if want.pvalue >= 1e-9 else 0.05
+            assert f.p_value == pytest.approx(float(want.pvalue), rel=rel, abs=1e-300)
             w1 = sps.wasserstein_distance(ref[f.name], cur[f.name]) / ref[f.name].std(ddof=0)
             assert f.wasserstein is not None and f.w1_error is not None
             assert abs(f.wasserstein - w1) <= f.w1_error + 1e-9

@@ -56,6 +56,22 @@ def test_ks_asymptotic_above_the_exact_limit() -> None:
     assert 0 < p < 1
 
 
+@pytest.mark.parametrize("en", [10_001, 40_000, 120_000])
+def test_ks_large_sample_tail_matches_scipy(en: int) -> None:
+    """Where scipy sums the exact one-sided tail (slow), the expansion agrees with it."""
+    for t2 in (2.2, 3.0, 5.0, 8.0, 10.0, 20.0):
+        d = math.sqrt(t2 / en)
+        want = float(sps.kstwo.sf(d, en))
+        got = stats.ks_pvalue(d, 2 * en, 2 * en)[1]  # round(n*m/(n+m)) = en
+        if want >= 1e-9:
+            assert got == pytest.approx(want, rel=1e-4)
+        else:
+            assert got == pytest.approx(want, rel=0.05)
+    assert stats.ks_pvalue(0.5, 2 * en, 2 * en)[1] == 0.0
+    d = math.sqrt(2.0 / en)  # below the tail cut: scipy's own value
+    assert stats.ks_pvalue(d, 2 * en, 2 * en)[1] == pytest.approx(float(sps.kstwo.sf(d, en)))
+
+
 def test_ks_ignores_nan_and_handles_identical_and_disjoint() -> None:
     a = np.array([1.0, np.nan, 2.0, 3.0])
     assert stats.ks_2samp(np.sort(a), np.array([np.nan, 1.0, 2.0, 3.0])) == (0.0, 1.0)

@@ -158,6 +158,15 @@ def low_cardinality(sorted_finite: np.ndarray) -> bool:
     return 1 + int(np.count_nonzero(v[1:] != v[:-1])) <= MAX_CATEGORIES
 
 
+def mean_std(v: np.ndarray) -> tuple[float, float]:
+    """Mean and population std in float64: one widening copy, centred, and a dot product
+    (half the time of ``v.std(dtype=float64)``, which makes two float64 temporaries)."""
+    w = v.astype(np.float64)  # always a copy: centred in place below
+    mean = float(w.mean())
+    w -= mean
+    return mean, math.sqrt(float(np.dot(w, w)) / w.size)
+
+
 def numeric_from_sorted(name: str, v: np.ndarray, missing: int, bins: int) -> FeatureReference:
     """A numeric feature's reference from its sorted finite values."""
     if v.size == 0:
@@ -165,13 +174,14 @@ def numeric_from_sorted(name: str, v: np.ndarray, missing: int, bins: int) -> Fe
     edges = quantile_edges(v, bins, assume_sorted=True)
     props = np.diff(np.r_[0, count_below(v, edges, "left"), v.size]) / v.size
     sketch = sorted_quantiles(v, np.linspace(0.0, 1.0, SKETCH_POINTS))
+    mean, std = mean_std(v)
     return FeatureReference(
         name,
         "numeric",
         int(v.size),
         missing,
-        _finite(float(v.mean(dtype=np.float64))),
-        _finite(float(v.std(dtype=np.float64))),
+        _finite(mean),
+        _finite(std),
         edges.tolist(),
         props.tolist(),
         sketch.tolist(),

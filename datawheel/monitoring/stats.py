@@ -12,7 +12,9 @@ survival function).
 Agreement with scipy (tests/test_drift_stats.py checks each on random data with ties):
 
 * :func:`ks_2samp` equals ``scipy.stats.ks_2samp(a, b)`` (``method='auto'``): the exact
-  p-value when both samples have at most 10,000 values, else ``kstwo.sf(D, round(n*m/(n+m)))``;
+  p-value when both samples have at most 10,000 values, else ``kstwo.sf(D, round(n*m/(n+m)))``
+  (where that is scipy's slow exact one-sided tail, n > 10,000 and n*D^2 >= 2.2, its
+  second-order expansion: within 1e-4 relative for p >= 1e-9, see :func:`_ks_tail`);
   in exact mode the statistic is rounded to ``h/lcm(n, m)`` as scipy rounds it. If scipy's
   exact routine is unavailable or fails (as scipy itself may), the asymptotic value is used.
 * :func:`wasserstein1` equals ``scipy.stats.wasserstein_distance`` to float rounding.
@@ -61,14 +63,15 @@ def _finite_sorted(values: np.ndarray, assume_sorted: bool) -> np.ndarray:
 
 def sorted_quantiles(sorted_values: np.ndarray, q: np.ndarray) -> np.ndarray:
     """Quantiles ``q`` of an already sorted, NaN-free sample (numpy's default 'linear' rule)."""
-    v = np.asarray(sorted_values, np.float64)
+    v = np.asarray(sorted_values)
     if v.size == 0:
         return np.full(np.shape(q), np.nan)
     pos = np.asarray(q, np.float64) * (v.size - 1)
     lo = np.floor(pos).astype(np.int64)
     hi = np.minimum(lo + 1, v.size - 1)
     frac = pos - lo
-    return v[lo] + (v[hi] - v[lo]) * frac
+    a, b = v[lo].astype(np.float64), v[hi].astype(np.float64)  # gather first, then widen
+    return a + (b - a) * frac
 
 
 def quantile_edges(
@@ -155,10 +158,29 @@ def ks_pvalue(d: float, n: int, m: int) -> tuple[float, float]:
         found = _exact_pvalue(n, m, h)
         if found is not None:
             return found
+    en = float(np.round(n * m / (n + m)))
+    if en > EXACT_KS_MAX_N and en * d * d >= 2.2 and d < 0.5:
+        return d, _ks_tail(d, en)
     from scipy.stats import kstwo
 
-    en = np.round(n * m / (n + m))
     return d, float(np.clip(kstwo.sf(d, en), 0.0, 1.0))
+
+
+def _ks_tail(d: float, n: float) -> float:
+    """Two-sided KS p-value for ``n * d**2 >= 2.2`` and large ``n``: twice the one-sided
+    Smirnov tail, as ``kstwo.sf`` takes it there, from the expansion
+    ``P(sqrt(n) D+ >= t) = exp(-2t^2) (1 - 2t / (3 sqrt n) + (2t^2/3 - 4t^4/9) / n + ...)``.
+
+    scipy evaluates ``smirnov(n, d)`` as an exact O(n) sum: 0.2 s at n = 100,000 and 1 s at
+    500,000 per feature, more than the statistic itself. For n > 10,000 the expansion agrees
+    with it to 1e-4 relative wherever p >= 1e-9 (tests/test_drift_stats.py checks it).
+    """
+    t2 = n * d * d
+    if t2 >= 370.0:  # scipy's own cut-off: the tail is below 1e-320
+        return 0.0
+    t = math.sqrt(t2)
+    series = 1.0 - 2.0 * t / (3.0 * math.sqrt(n)) + (2.0 * t2 / 3.0 - 4.0 * t2 * t2 / 9.0) / n
+    return float(min(1.0, max(0.0, 2.0 * math.exp(-2.0 * t2) * series)))
 
 
 @functools.lru_cache(maxsize=4096)

@@ -201,11 +201,25 @@ def grid_from_sorted(sorted_values: np.ndarray, points: int = GRID_POINTS) -> Gr
     n = sorted_values.size
     if n == 0:
         raise ValueError("an empty reference has no grid")
+    v = sorted_values
     ranks = _unique_sorted(np.round(np.linspace(0, n - 1, min(points, n - 1) + 1)).astype(np.int64))
-    g = _unique_sorted(sorted_values[ranks].astype(np.float64))
+    at = v[ranks]
+    first = np.concatenate(([True], at[1:] != at[:-1]))  # one rank per distinct value
+    ranks, at = ranks[first], at[first]
+    g = at.astype(np.float64)
     center = float(g[len(g) // 2])
-    counts = GridCounts.empty(g.size)
-    counts.add_sorted(sorted_values, g, center)
+    # The counts below and at each point come from its rank, no search: values < v[r] end
+    # at r and values <= v[r] at r + 1, unless v[r] is tied with a neighbour; only the
+    # tied points are searched.
+    lt, le = ranks.copy(), ranks + 1
+    tied = np.flatnonzero(
+        ((ranks > 0) & (v[np.maximum(ranks - 1, 0)] == at))
+        | ((ranks < n - 1) & (v[np.minimum(ranks + 1, n - 1)] == at))
+    )
+    if tied.size:
+        lt[tied], le[tied] = count_both(v, g[tied])
+    below, total = prefix_sums(v, lt)
+    counts = GridCounts(lt, le, below - center * lt, n, total - center * n)
     f_le, f_lt, integral, _, _ = _ecdf(counts, g - center)
     return Grid(g, center, f_le, f_lt, integral, n, True, counts.le, counts.lt)
 
