@@ -19,10 +19,12 @@ def drift_report(
     report: Output[Markdown],
     html_report: Output[HTML],
     metrics: Output[Metrics],
+    required: bool = True,
 ) -> NamedTuple("DriftOutputs", [("dataset_drift", bool), ("summary", str)]):
     """Compare ``current`` with ``reference`` (dataset NAME@VERSION or CSV/Parquet URIs), or
     with ``model`` set (and the samples empty) the model's training-split reference with its
-    ledger window of ``since``; the verdict, and the report without histograms as JSON."""
+    ledger window of ``since``; the verdict, and the report without histograms as JSON.
+    ``required`` false: a comparison that cannot be made is reported, not a failed run."""
     import json
     from collections import namedtuple
 
@@ -38,6 +40,7 @@ def drift_report(
         report.path,
         html_report.path,
         metrics,
+        required=required,
     )
     return namedtuple("DriftOutputs", ["dataset_drift", "summary"])(
         bool(out["dataset_drift"]), json.dumps(out)

@@ -28,8 +28,11 @@ def train(
     transfer_from: str,
     model: Output[Model],
     metrics: Output[Metrics],
+    warm_start: bool = False,
+    model_name: str = "",
 ) -> NamedTuple("TrainOutputs", [("val_accuracy", float), ("model_uri", str)]):
-    """Fit on the training split (CUDA when present), export TorchScript + int8."""
+    """Fit on the training split (CUDA when present), export TorchScript + int8; with
+    ``warm_start``, fine-tune from ``model_name``'s champion when there is one."""
     from collections import namedtuple
 
     from datawheel.orchestration.train import train_step
@@ -45,6 +48,7 @@ def train(
         seed=seed,
         store=store,
         transfer_from=transfer_from,
+        warm_start_from=f"{model_name}@champion" if warm_start and model_name else "",
     )
     model.metadata.update(result)
     return namedtuple("TrainOutputs", ["val_accuracy", "model_uri"])(

@@ -1,7 +1,8 @@
 """Pipeline definitions (pure DSL) and their compiled IR in compiled/."""
 
+from datawheel.pipelines.flywheel import flywheel
 from datawheel.pipelines.training import training
 
-PIPELINES = {"training": training}
+PIPELINES = {"training": training, "flywheel": flywheel}
 
-__all__ = ["PIPELINES", "training"]
+__all__ = ["PIPELINES", "flywheel", "training"]

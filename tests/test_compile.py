@@ -12,16 +12,44 @@ import yaml
 from datawheel.orchestration.compiler import COMPILED_DIR, compile_pipeline, stale
 
 TRAINING = COMPILED_DIR / "training.yaml"
+FLYWHEEL = COMPILED_DIR / "flywheel.yaml"
 ROOT = Path(__file__).resolve().parent.parent
+# the container steps of each pipeline (keys of cluster.STEP_RESOURCES)
+STEPS = {
+    "training": {
+        "ingest",
+        "validate",
+        "prep",
+        "lr-grid",
+        "train",
+        "pick-best",
+        "evaluate",
+        "register",
+    },
+    "flywheel": {
+        "harvest",
+        "validate",
+        "drift-report",
+        "prep",
+        "train",
+        "evaluate",
+        "decision-alias",
+        "register",
+        "unchanged",
+    },
+}
+PIPELINE_NAMES = sorted(STEPS)
 
 
 def test_checked_in_yaml_is_not_stale() -> None:
-    assert TRAINING.exists(), "run `make compile` and commit pipelines/compiled/"
+    for path in (TRAINING, FLYWHEEL):
+        assert path.exists(), f"{path.name}: run `make compile` and commit pipelines/compiled/"
     assert stale() == [], "pipelines/compiled/ is stale: run `make compile` and commit it"
 
 
 def test_stale_detects_a_changed_file(tmp_path: Path) -> None:
     compile_pipeline("training", tmp_path)
+    compile_pipeline("flywheel", tmp_path)
     assert stale(tmp_path) == []
     path = tmp_path / "training.yaml"
     path.write_text(path.read_text().replace("datawheel-training", "edited"))
@@ -47,9 +75,9 @@ def test_compiled_yaml_loads_as_a_component() -> None:
         assert name in inputs, name
 
 
-def _documents() -> tuple[dict[str, Any], dict[str, Any]]:
+def _documents(name: str = "training") -> tuple[dict[str, Any], dict[str, Any]]:
     """The pipeline spec and its Kubernetes platform spec (the YAML's two documents)."""
-    docs = list(yaml.safe_load_all(TRAINING.read_text()))
+    docs = list(yaml.safe_load_all((COMPILED_DIR / f"{name}.yaml").read_text()))
     assert len(docs) == 2, "the compiled YAML should carry a platform spec document"
     return docs[0], docs[1]
 
@@ -100,8 +128,8 @@ def test_compiled_dag_branches_on_the_decision() -> None:
 # --- the Kubernetes platform config (kfp-kubernetes), carried by the compiled YAML --------------
 
 
-def _executors() -> tuple[dict[str, Any], dict[str, Any]]:
-    spec, platform = _documents()
+def _executors(name: str = "training") -> tuple[dict[str, Any], dict[str, Any]]:
+    spec, platform = _documents(name)
     return (
         spec["deploymentSpec"]["executors"],
         platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"],
@@ -112,13 +140,17 @@ def _step_executor(step: str) -> str:
     return f"exec-{step}"
 
 
-def test_every_step_has_cpu_and_memory_requests_and_limits() -> None:
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_every_step_has_cpu_and_memory_requests_and_limits(pipeline: str) -> None:
     from datawheel.orchestration.cluster import STEP_RESOURCES
 
-    executors, _ = _executors()
+    executors, _ = _executors(pipeline)
     containers = {name for name, e in executors.items() if "container" in e}
     # every container step is configured (importer is not a container)
-    assert {_step_executor(s) for s in STEP_RESOURCES} <= containers
+    assert {_step_executor(s) for s in STEPS[pipeline]} == {
+        n.removesuffix("-2") for n in containers
+    }
+    assert STEPS[pipeline] <= set(STEP_RESOURCES)
     for name in containers:
         step = name.removeprefix("exec-").removesuffix("-2")
         res = executors[name]["container"].get("resources", {})
@@ -129,8 +161,9 @@ def test_every_step_has_cpu_and_memory_requests_and_limits() -> None:
         assert res.get("resourceMemoryLimit") == expected.memory_limit, name
 
 
-def test_train_asks_for_a_gpu_on_a_gpu_node() -> None:
-    executors, k8s = _executors()
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_train_asks_for_a_gpu_on_a_gpu_node(pipeline: str) -> None:
+    executors, k8s = _executors(pipeline)
     accelerator = executors["exec-train"]["container"]["resources"]["accelerator"]
     assert accelerator["resourceType"] == "nvidia.com/gpu"
     assert accelerator["resourceCount"] == "1"
@@ -139,15 +172,16 @@ def test_train_asks_for_a_gpu_on_a_gpu_node() -> None:
     assert train["tolerations"] == [
         {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
     ]
-    for step in ("ingest", "evaluate", "register"):  # only training needs a GPU
+    for step in STEPS[pipeline] - {"train"}:  # only training needs a GPU
         name = _step_executor(step)
         assert "accelerator" not in executors[name]["container"].get("resources", {}), step
         assert "nodeSelector" not in k8s.get(name, {}), step
 
 
-def test_store_credentials_come_from_a_secret_never_a_literal() -> None:
-    executors, k8s = _executors()
-    text = TRAINING.read_text()
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_store_credentials_come_from_a_secret_never_a_literal(pipeline: str) -> None:
+    executors, k8s = _executors(pipeline)
+    text = (COMPILED_DIR / f"{pipeline}.yaml").read_text()
     assert "AWS_SECRET_ACCESS_KEY" in text
     for name, executor in executors.items():
         if "container" not in executor:
@@ -164,10 +198,11 @@ def test_store_credentials_come_from_a_secret_never_a_literal() -> None:
         assert config["configMapName"] == "datawheel-settings", name
 
 
-def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes() -> None:
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes(pipeline: str) -> None:
     from datawheel.orchestration.cluster import CHECKPOINT_MOUNT
 
-    _, k8s = _executors()
+    _, k8s = _executors(pipeline)
     train = k8s["exec-train"]
     assert train["pvcMount"] == [
         {
@@ -183,15 +218,17 @@ def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes() -> None:
     assert config["data"]["DATAWHEEL_CHECKPOINT_DIR"] == CHECKPOINT_MOUNT
 
 
-def test_timeouts_on_every_step_and_retries_on_the_transient_ones() -> None:
+@pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
+def test_timeouts_on_every_step_and_retries_on_the_transient_ones(pipeline: str) -> None:
     from datawheel.orchestration.cluster import RETRIED_STEPS, STEP_RESOURCES
 
-    spec, _ = _documents()
-    _, k8s = _executors()
-    for step, res in STEP_RESOURCES.items():
+    spec, _ = _documents(pipeline)
+    _, k8s = _executors(pipeline)
+    for step in STEPS[pipeline]:
+        res = STEP_RESOURCES[step]
         assert k8s[_step_executor(step)]["activeDeadlineSeconds"] == str(res.timeout_seconds)
     tasks = _all_tasks(spec)
-    for step in STEP_RESOURCES:
+    for step in STEPS[pipeline]:
         named = [t for n, t in tasks.items() if n.removesuffix("-2") == step]
         assert named, step
         for task in named:
@@ -205,6 +242,35 @@ def test_timeouts_on_every_step_and_retries_on_the_transient_ones() -> None:
                 }, step
             else:
                 assert policy is None, step
+
+
+def test_flywheel_yaml_loads_and_its_dag_runs_in_order() -> None:
+    """harvest first; everything else only when it created a version; validate before prep,
+    drift and training; the evaluator's decision picks the alias; no new labels: unchanged."""
+    from kfp.components import load_component_from_file
+
+    component = load_component_from_file(str(FLYWHEEL))
+    assert component.name == "datawheel-flywheel"
+    for name in ("store", "model_name", "since", "until", "reason", "warm_start", "epochs"):
+        assert name in component.component_spec.inputs, name
+    spec, _ = _documents("flywheel")
+    root = spec["root"]["dag"]["tasks"]
+    assert "harvest" in root
+    tasks = _all_tasks(spec)
+    conditions = {
+        n: t["triggerPolicy"]["condition"] for n, t in tasks.items() if "triggerPolicy" in t
+    }
+    created = [c for c in conditions.values() if "harvest-created" in c]
+    assert len(created) == 2  # the new-labels branch and its else
+    assert "validate" in tasks["prep"]["dependentTasks"]
+    assert "validate" in tasks["drift-report"]["dependentTasks"]
+    assert tasks["train"]["inputs"]["parameters"]["warm_start"]["componentInputParameter"]
+    alias = tasks["register"]["inputs"]["parameters"]["alias"]
+    assert alias["taskOutputParameter"]["producerTask"] == "decision-alias"
+    assert "unchanged" in tasks
+    assert tasks["drift-report"]["inputs"]["parameters"]["required"]["runtimeValue"] == {
+        "constant": False
+    }
 
 
 def test_platform_settings_from_the_environment() -> None:

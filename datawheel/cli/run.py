@@ -14,7 +14,7 @@ from rich.table import Table
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.local_runner import LocalRunner, RunEvent, RunResult
 from datawheel.orchestration.params import defaults, parse_params
-from datawheel.orchestration.preflight import check_training
+from datawheel.orchestration.preflight import check_flywheel, check_training
 from datawheel.orchestration.sweep import lr_grid
 from datawheel.pipelines import PIPELINES
 from datawheel.pipelines.training import SWEEP_PARALLELISM
@@ -55,11 +55,15 @@ def run(
     args = {**defaults(func), **parse_params(func, params)}
     if store:
         args["store"] = store
-    args = check_training(args)
+    if pipeline == "flywheel":
+        args = check_flywheel(args)
+        n_rates, total = 1, 8  # harvest validate drift prep train evaluate alias register
+    else:
+        args = check_training(args)
+        n_rates = len(lr_grid(float(args["learning_rate"]), str(args["sweep_learning_rates"])))
+        total = 8 + n_rates
     # Bind the real stream now: the runner redirects sys.stderr into its log while it runs.
     console = Console(file=sys.stderr)
-    n_rates = len(lr_grid(float(args["learning_rate"]), str(args["sweep_learning_rates"])))
-    total = 8 + n_rates
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),

@@ -58,6 +58,10 @@ STEP_RESOURCES: dict[str, StepResources] = {
     "pick-best": StepResources("100m", "250m", "128Mi", "256Mi", 300),
     "evaluate": StepResources("1", "4", "2Gi", "8Gi", 3600),
     "register": StepResources("250m", "1", "512Mi", "2Gi", 900),
+    "harvest": StepResources("500m", "2", "1Gi", "4Gi", 3600),
+    "drift-report": StepResources("500m", "2", "1Gi", "4Gi", 1800),
+    "decision-alias": StepResources("100m", "250m", "128Mi", "256Mi", 300),
+    "unchanged": StepResources("100m", "250m", "128Mi", "256Mi", 300),
 }
 
 # A pod-level retry repeats the whole step, so only steps whose failures can pass are retried:
@@ -66,8 +70,10 @@ STEP_RESOURCES: dict[str, StepResources] = {
 # ingest, validate and prep are not: their failures are about the data (a missing source, a
 # column that is not numeric, a split training cannot use) and a retry fails the same way
 # minutes later. Their store calls already retry network blips inside the S3 client.
-# lr-grid and pick-best are pure functions of their inputs.
-RETRIED_STEPS = frozenset({"train", "evaluate", "register"})
+# lr-grid and pick-best are pure functions of their inputs. harvest is retried: its output
+# is content-addressed (a rerun finds the candidate or version it wrote) and its failures are
+# the store's (an unreachable S3 endpoint mid-harvest).
+RETRIED_STEPS = frozenset({"train", "evaluate", "register", "harvest"})
 
 
 @dataclass(frozen=True)

@@ -199,9 +199,27 @@ def drift_report_step(
     report_path: str,
     html_path: str,
     metrics: MetricsSink,
+    required: bool = True,
 ) -> dict[str, Any]:
-    """Compare, write the Markdown/HTML/metrics, and return the summary (no histograms)."""
-    run = run_drift(store, reference, current, model=model, since=since, label=label)
+    """Compare, write the Markdown/HTML/metrics, and return the summary (no histograms).
+
+    With ``required`` false (the flywheel's report, informative only), a comparison that
+    cannot be made (no ledger rows in the window, say) writes reports saying why and
+    returns ``{"dataset_drift": False, "skipped": why}`` instead of failing the run.
+    """
+    try:
+        run = run_drift(store, reference, current, model=model, since=since, label=label)
+    except DatawheelError as exc:
+        if required:
+            raise
+        why = str(exc)
+        log(f"drift: not compared ({why})")
+        if report_path:
+            _write(report_path, f"# Drift: not compared\n\n{why}\n")
+        if html_path:
+            _write(html_path, f"<!doctype html><title>Drift</title><p>Not compared: {why}</p>")
+        metrics.log_metric("dataset_drift", 0.0)
+        return {"dataset_drift": False, "skipped": why}
     write_reports(run, report_path=report_path, html_path=html_path, metrics=metrics)
     r = run.report
     log(

@@ -22,7 +22,7 @@ from datawheel.orchestration.sweep import lr_grid
 from datawheel.storage import LocalStore, open_store, validate_name
 from datawheel.training.networks import check_model_kind
 
-__all__ = ["check_parameters", "check_training"]
+__all__ = ["check_flywheel", "check_parameters", "check_training"]
 
 
 def check_parameters(args: dict[str, Any]) -> None:
@@ -67,4 +67,28 @@ def check_training(args: dict[str, Any]) -> dict[str, Any]:
         loaded.frame, loaded.label, subject=f"source {source!r} (dataset {out['dataset_name']})"
     )
     report.raise_if_hard()
+    return out
+
+
+def check_flywheel(args: dict[str, Any]) -> dict[str, Any]:
+    """Validate flywheel arguments: the parameters, the store, a registered model to harvest
+    for (its card names the dataset), and the window's times."""
+    from datawheel import registry
+    from datawheel.flywheel.harvest import parse_time
+
+    out = dict(args)
+    check_parameters(out)
+    name = str(out.get("model_name") or "")
+    if not name:
+        raise DatawheelError("the flywheel needs a model", "pass --param model_name=NAME")
+    store = open_store(out.get("store") or None)
+    out["store"] = store.uri if isinstance(store, LocalStore) else out.get("store")
+    if not registry.list_versions(store, name):
+        raise DatawheelError(
+            f"model {name!r} has no versions in {store.uri}: the flywheel retrains a served model",
+            "train and register one first: datawheel run training --local",
+        )
+    for key in ("since", "until"):
+        if str(out.get(key) or "").strip():
+            parse_time(str(out[key]))
     return out

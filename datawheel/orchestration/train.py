@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from datawheel import registry
+from datawheel.errors import DatawheelError
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 from datawheel.storage.files import sha256_bytes, sha256_file
@@ -54,8 +55,15 @@ def train_step(
     store: str = "",
     transfer_from: str = "",
     checkpoint_root: str = "",
+    warm_start_from: str = "",
 ) -> dict[str, float]:
-    """Fit, export (TorchScript + int8), and leave everything serving needs in ``model_dir``."""
+    """Fit, export (TorchScript + int8), and leave everything serving needs in ``model_dir``.
+
+    ``transfer_from`` (a model ref) starts from that model with its backbone frozen;
+    ``warm_start_from`` starts from it and fine-tunes every layer (the flywheel's default,
+    from the champion). A warm start that cannot apply (no such model yet, another model
+    kind or feature count) trains from scratch and says why.
+    """
     from datawheel.data.split import load_splits
     from datawheel.training.export import export_model
     from datawheel.training.loop import TrainConfig, fit
@@ -68,8 +76,13 @@ def train_step(
     tf = splits.transform
     image_shape = tuple(tf.image_shape) if tf.image_shape else None
     init_state = _transfer_state(store, transfer_from) if transfer_from else None
+    warm_from = ""
+    if warm_start_from and init_state is None:
+        init_state, warm_from = _warm_state(store, warm_start_from, config, splits)
     ckpt = checkpoint_dir_for(
-        splits_dir, {**vars(config), "transfer_from": transfer_from}, checkpoint_root
+        splits_dir,
+        {**vars(config), "transfer_from": transfer_from, "warm_start_from": warm_from},
+        checkpoint_root,
     )
     result = fit(
         tf.apply(splits.x_train),
@@ -100,6 +113,7 @@ def train_step(
         "history": result.history,
         "device": result.device,
         "transfer_from": transfer_from,
+        "warm_start_from": warm_from,
     }
     (out / "train.json").write_text(json.dumps(info, indent=2))
     for name, value in result.metrics.items():
@@ -134,6 +148,44 @@ def _write_drift_reference(splits: Splits, out: Path) -> None:
         f"drift reference: {reference.rows} train rows, {len(reference.features)} features, "
         f"{len(predicted)} test-split predictions"
     )
+
+
+def _warm_state(
+    store: str, ref: str, config: Any, splits: Splits
+) -> tuple[dict[str, Any] | None, str]:
+    """The weights of model ``ref`` to fine-tune from, and ``NAME:vN``; (None, "") with the
+    reason logged when there is no such model or its shape differs from this run's."""
+    import torch
+
+    name, alias = registry.parse_ref(ref)
+    st = open_store(store)
+    try:
+        mv = registry.resolve(st, name, alias)
+    except DatawheelError as exc:
+        log(f"warm start: {exc.problem}; training from scratch")
+        return None, ""
+    card_kind = mv.card.get("model_kind")
+    n_features = len(splits.transform.features)
+    if card_kind != config.model_kind:
+        log(
+            f"warm start: {name}:{mv.version} is a {card_kind}, this run trains a "
+            f"{config.model_kind}; training from scratch"
+        )
+        return None, ""
+    with tempfile.TemporaryDirectory() as tmp:
+        registry.fetch(st, mv, tmp)
+        state: dict[str, Any] = torch.load(
+            Path(tmp, "model.pt"), map_location="cpu", weights_only=True
+        )
+    first = next((v for k, v in state.items() if k.startswith("backbone.")), None)
+    if config.model_kind == "mlp" and first is not None and first.shape[-1] != n_features:
+        log(
+            f"warm start: {name}:{mv.version} takes {first.shape[-1]} features, this split "
+            f"has {n_features}; training from scratch"
+        )
+        return None, ""
+    log(f"warm start: fine-tuning every layer of {name}:{mv.version}")
+    return state, f"{name}:{mv.version}"
 
 
 def _transfer_state(store: str, ref: str) -> dict[str, Any]:
