@@ -1,4 +1,8 @@
-"""Registry component: register a model version and point an alias at it."""
+"""Registry component: register a model version and point an alias at it.
+
+``alias`` is what the pipeline's branch asks for (``champion`` on promote, ``challenger``
+on reject); with ``canary`` (or the model's store setting) a promotion sets ``candidate``
+instead, which only ``datawheel deploy canary`` rolls out."""
 
 from kfp import dsl
 from kfp.dsl import HTML, Input, Model
@@ -16,6 +20,7 @@ def register(
     alias: str,
     model: Input[Model],
     report: Input[HTML],
+    canary: bool = False,
 ) -> str:
     """Register the model with its card, metrics and HTML report; returns the run summary."""
     from datawheel.orchestration.register import register_step
@@ -29,4 +34,5 @@ def register(
         evaluation,
         alias,
         report_path=report.path,
+        canary=canary,
     )

@@ -1,15 +1,79 @@
-"""Register step: store the model version with its card and point an alias at it."""
+"""Register step: store the model version with its card and point an alias at it.
+
+Which alias the version gets follows the evaluation's decision:
+
+* ``reject`` -> ``challenger``, always: a rejected model is never rolled out. Asking for
+  any other alias with a rejection is refused before anything is written.
+* ``promote`` without canaries -> ``champion`` (compare-and-swap, expecting the champion
+  the evaluation compared against); the servers following it hot-swap.
+* ``promote`` with canaries -> ``candidate``: only ``datawheel deploy canary`` rolls it
+  out, and it moves the champion if the canary passes. The champion must still be the one
+  the evaluation compared against (checked here, and again when the canary starts); the
+  candidate record itself moves by compare-and-swap. With no champion yet there is nothing
+  to run a canary against: the first model becomes champion directly.
+
+"With canaries" is the ``canary`` parameter OR the model's store setting
+(``models/NAME/deploy.json``, :mod:`datawheel.registry.deploy_settings`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from datawheel import registry
+from datawheel.errors import DatawheelError
 from datawheel.orchestration.step import log, pipeline_step
-from datawheel.storage import location, open_store
+from datawheel.storage import Store, location, open_store
 
-__all__ = ["register_step"]
+__all__ = ["register_step", "target_alias"]
+
+
+def target_alias(alias: str, decision: str, canary: bool, champion_seen: str | None) -> str:
+    """The alias a registered model gets (see the module docstring)."""
+    if decision != "promote":
+        if alias != "challenger":
+            raise DatawheelError(
+                f"the evaluation decided {decision!r}, so the model can only become the "
+                f"challenger, not the {alias}: a rejected model is never rolled out",
+                "register it with alias 'challenger' (the pipeline's reject branch does)",
+            )
+        return "challenger"
+    if alias == "candidate" or (alias == "champion" and canary):
+        return "candidate" if champion_seen is not None else "champion"
+    return alias
+
+
+def _check_champion(st: Store, name: str, seen: str | None) -> None:
+    """A candidate is only worth a canary against the champion it was compared with."""
+    record = registry.get_alias(st, name, "champion")
+    now = record["version"] if record else None
+    if now != seen:
+        raise registry.AliasMovedError(
+            f"{name}@champion points at {now or 'nothing'}, not {seen or 'nothing'} as the "
+            "evaluation saw: it moved after the decision was made",
+            "re-run the evaluation against the current champion",
+        )
+
+
+def _point(st: Store, name: str, version: str, alias: str, ev: dict[str, Any]) -> None:
+    seen = ev.get("champion_version")
+    if alias == "champion":  # only if it is still the one the evaluation compared against
+        registry.promote(st, name, version, alias=alias, reason=ev["reason"], expect=seen)
+    elif alias == "candidate":
+        current = registry.get_alias(st, name, "candidate")
+        champion = registry.get_alias(st, name, "champion")
+        if (current and current["version"] == version) or (
+            champion and champion["version"] == version  # a retry after the canary passed
+        ):
+            return
+        _check_champion(st, name, seen)
+        registry.promote(
+            st, name, version, alias=alias, reason=f"candidate: {ev['reason']}", expect=registry.ANY
+        )
+    else:
+        registry.promote(st, name, version, alias=alias, reason=ev["reason"], expect=registry.ANY)
 
 
 @pipeline_step
@@ -22,13 +86,19 @@ def register_step(
     evaluation: str,
     alias: str,
     report_path: str = "",
+    canary: bool = False,
 ) -> str:
-    """Register the model (with its HTML report, if any) and point ``alias`` at it.
+    """Register the model (with its HTML report, if any) and point an alias at it:
+    ``champion``, or ``candidate`` when the deployment uses canaries, for a promotion;
+    ``challenger`` for a rejection.
 
     Returns the run summary as JSON.
     """
     model_name = model_name or dataset
     ev = json.loads(evaluation)
+    st = open_store(store)
+    use_canary = canary or registry.read_settings(st, model_name).canary
+    target = target_alias(alias, ev["decision"], use_canary, ev.get("champion_version"))
     train = json.loads(Path(model_dir, "train.json").read_text())
     metrics = {
         **train["metrics"],
@@ -44,21 +114,22 @@ def register_step(
         "transfer_from": train.get("transfer_from", ""),
         "decision": ev["decision"],
         "reason": ev["reason"],
+        "evaluated_against": ev.get("champion_version"),
     }
-    st = open_store(store)
     report = Path(report_path) if report_path else None
     extra = {"report.html": report} if report and report.is_file() else {}
     mv = registry.register(st, model_name, model_dir, card=card, extra_files=extra)
-    # The champion only moves if it is still the one the evaluation compared against.
-    expect = ev.get("champion_version") if alias == "champion" else registry.ANY
-    registry.promote(st, model_name, mv.version, alias=alias, reason=ev["reason"], expect=expect)
-    log(f"registered {model_name}:{mv.version} as {alias}")
+    _point(st, model_name, mv.version, target, ev)
+    log(f"registered {model_name}:{mv.version} as {target}")
+    if target == "candidate":
+        log(f"roll it out with 'datawheel deploy canary --model {model_name}'")
     summary = {
         "dataset": dataset,
         "dataset_version": dataset_version,
         "model": model_name,
         "model_version": mv.version,
-        "alias": alias,
+        "alias": target,
+        "canary": use_canary,
         "decision": ev["decision"],
         "reason": ev["reason"],
         "champion_version": ev.get("champion_version"),

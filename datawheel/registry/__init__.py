@@ -1,13 +1,15 @@
 """The model registry: versions with a card each (catalog), and aliases that point at them.
 
 ``from datawheel import registry`` gives the whole API: ``register``, ``list_versions``,
-``resolve``, ``fetch``, ``promote``, ``rollback``, ``get_alias``, ``parse_ref``.
+``resolve``, ``fetch``, ``promote``, ``rollback``, ``clear``, ``get_alias``, ``parse_ref``;
+and the per-model deploy settings (``read_settings``, ``write_settings``).
 """
 
 from datawheel.registry.aliases import (
     ALIASES,
     ANY,
     AliasMovedError,
+    clear,
     get_alias,
     parse_ref,
     promote,
@@ -25,6 +27,7 @@ from datawheel.registry.catalog import (
     read_card,
     register,
 )
+from datawheel.registry.deploy_settings import DeploySettings, read_settings, write_settings
 from datawheel.registry.parsing import CorruptRecordError
 
 __all__ = [
@@ -33,7 +36,9 @@ __all__ = [
     "AliasMovedError",
     "ChecksumError",
     "CorruptRecordError",
+    "DeploySettings",
     "ModelVersion",
+    "clear",
     "code_version",
     "fetch",
     "find_version",
@@ -43,7 +48,9 @@ __all__ = [
     "parse_ref",
     "promote",
     "read_card",
+    "read_settings",
     "register",
     "resolve",
     "rollback",
+    "write_settings",
 ]

@@ -1,10 +1,18 @@
-"""Aliases: named pointers (``champion``, ``challenger``) at model versions.
+"""Aliases: named pointers (``champion``, ``candidate``, ``challenger``) at model versions.
+
+* ``champion``: what the servers serve (they follow it and hot-swap when it moves).
+* ``candidate``: a model the evaluator promoted while the deployment uses canaries; only
+  ``datawheel deploy canary`` rolls it out, and it becomes champion if the canary passes.
+* ``challenger``: the last model the evaluator rejected; it is never rolled out.
 
 An alias record is ``models/NAME/aliases/ALIAS.json``::
 
     {"alias", "version", "reason", "updated_at",
      "history": [earlier versions, for rollback],
      "moves": [{"from", "to", "reason", "at"}, ...every move ever made]}
+
+:func:`clear` unsets an alias by the same compare-and-swap: the record stays (with its
+moves), ``"version": null, "cleared": true``, and reads as unset.
 
 Every move is a compare-and-swap on the record the mover read (an exclusive create for
 the first one), so two movers never lose each other's move and the history keeps them
@@ -26,6 +34,7 @@ __all__ = [
     "ALIASES",
     "ANY",
     "AliasMovedError",
+    "clear",
     "get_alias",
     "parse_ref",
     "promote",
@@ -33,7 +42,7 @@ __all__ = [
     "rollback",
 ]
 
-ALIASES = ("champion", "challenger")
+ALIASES = ("champion", "candidate", "challenger")
 _MAX_CAS_TRIES = 50
 
 
@@ -58,20 +67,24 @@ def _fix(name: str, alias: str) -> str:
 
 
 def _read(store: Store, name: str, alias: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The alias record and its tag, or (None, None) when the alias is unset."""
+    """The alias record and its tag, or (None, None) when the alias was never set.
+
+    A cleared record comes back as it is, with ``"version": None``."""
     try:
         data, tag = store.get_tagged(_key(name, alias))
     except KeyNotFoundError:
         return None, None
-    record = parse_record(
-        store, _key(name, alias), data, required={"version": str}, fix=_fix(name, alias)
-    )
-    return record, tag
+    key, fix = _key(name, alias), _fix(name, alias)
+    record = parse_record(store, key, data, required={}, fix=fix)
+    if record.get("cleared") is True and record.get("version") is None:
+        return record, tag
+    return parse_record(store, key, data, required={"version": str}, fix=fix), tag
 
 
 def get_alias(store: Store, name: str, alias: str) -> dict[str, Any] | None:
-    """The alias record, ``None`` when unset; a corrupt record is a one-line error."""
-    return _read(store, name, alias)[0]
+    """The alias record, ``None`` when unset or cleared; a corrupt record is a one-line error."""
+    record = _read(store, name, alias)[0]
+    return None if record is None or record.get("version") is None else record
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -142,7 +155,7 @@ def _move(
                 raise
             data, tag = store.get_tagged(key)
             current = None
-        now = current["version"] if current else None
+        now = current.get("version") if current else None
         target, history = target_of(current)
         if now == target and not repair:
             return current or {}  # already there: a retried move changes nothing
@@ -161,6 +174,7 @@ def _move(
             "moves": moves,
             "reason": reason,
             "updated_at": _now(),
+            **({"cleared": True} if target is None else {}),
         }
         data = to_json_bytes(record)
         won = store.create_bytes(key, data) if tag is None else store.replace_bytes(key, data, tag)
@@ -191,11 +205,25 @@ def promote(
 
     def target_of(current: dict[str, Any] | None) -> tuple[str, list[str]]:
         history = [str(v) for v in current.get("history", [])] if current else []
-        if current and current["version"] != target:
+        if current and current.get("version") is not None and current["version"] != target:
             history.append(str(current["version"]))
         return target, history
 
     return _move(store, name, alias, target_of, reason=reason, expect=expect, repair=repair)
+
+
+def clear(
+    store: Store, name: str, alias: str, *, reason: str = "", expect: object = ANY
+) -> dict[str, Any]:
+    """Unset ``alias`` (compare-and-swap; ``expect`` as for :func:`promote`).
+
+    The record keeps its moves and history; :func:`get_alias` and :func:`resolve` then
+    treat the alias as unset. Clearing an unset alias changes nothing."""
+
+    def target_of(current: dict[str, Any] | None) -> tuple[None, list[str]]:
+        return None, [str(v) for v in (current or {}).get("history", [])]
+
+    return _move(store, name, alias, target_of, reason=reason, expect=expect)
 
 
 def rollback(store: Store, name: str, *, alias: str = "champion") -> dict[str, Any]:
