@@ -59,6 +59,8 @@ __all__ = [
     "latest_version",
     "list_datasets",
     "list_versions",
+    "production_mask",
+    "production_ranges",
     "read_frame",
     "reject",
     "rejected_report_key",
@@ -124,11 +126,24 @@ def ingest(
     return ingest_frame(store, loaded, name=name)
 
 
-def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVersion:
+_LATEST: Any = object()  # ingest_frame's default parent: the latest committed version
+
+
+def ingest_frame(
+    store: Store,
+    loaded: Loaded,
+    *,
+    name: str = "",
+    parent: DatasetVersion | None = _LATEST,
+    extra_manifest: dict[str, Any] | None = None,
+) -> DatasetVersion:
     """Write an already-loaded source as a candidate version; validation commits it.
 
     If the same content is already committed, that version is returned and nothing is
     written. Ingest judges nothing but emptiness: bad data is refused by validation.
+    ``parent`` names the version these rows were derived from (default: the latest
+    committed one); ``extra_manifest`` adds fields (a harvest's ``lineage`` and
+    ``production_rows``) and may not override the computed ones.
     """
     name = validate_name(name or default_name(loaded.source), "dataset name")
     frame = loaded.frame
@@ -142,7 +157,8 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
     existing = _try_get(store, name, version)
     if existing is not None:
         return existing
-    parent = latest_version(store, name)
+    if parent is _LATEST:
+        parent = latest_version(store, name)
     manifest: dict[str, Any] = {
         "name": name,
         "version": version,
@@ -154,6 +170,9 @@ def ingest_frame(store: Store, loaded: Loaded, *, name: str = "") -> DatasetVers
         "image_shape": list(loaded.image_shape) if loaded.image_shape else None,
         **describe(frame, loaded.label),
     }
+    if clash := set(extra_manifest or {}) & set(manifest):
+        raise ValueError(f"extra_manifest may not override {sorted(clash)}")
+    manifest.update(extra_manifest or {})
     prefix = _prefix(name, version, "candidates")
     try:
         store.put_bytes(f"{prefix}/data.parquet", data)
@@ -244,6 +263,37 @@ def read_frame(store: Store, version: DatasetVersion) -> pd.DataFrame:
     return pd.read_parquet(io.BytesIO(_checked(data, version)))
 
 
+def production_mask(manifest: dict[str, Any], rows: int) -> np.ndarray:
+    """True for each of the ``rows`` rows of data.parquet that came from production.
+
+    ``production_rows`` in the manifest is a sorted list of half-open ``[start, stop]``
+    ranges; absent or empty means none. Ranges that are unsorted, overlap or leave
+    ``[0, rows]`` are a corrupt manifest, said as such.
+    """
+    mask = np.zeros(rows, np.bool_)
+    end = 0
+    for item in manifest.get("production_rows") or []:
+        ok = isinstance(item, (list, tuple)) and len(item) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
+        start, stop = (int(item[0]), int(item[1])) if ok else (-1, -1)
+        if not end <= start <= stop <= rows:
+            raise DatawheelError(
+                f"the dataset manifest's production_rows entry {item!r} is not a sorted, "
+                f"non-overlapping [start, stop] range within the {rows} rows",
+                "harvest that version again, or remove production_rows from its manifest",
+            )
+        mask[start:stop] = True
+        end = stop
+    return mask
+
+
+def production_ranges(mask: np.ndarray) -> list[list[int]]:
+    """The inverse of :func:`production_mask`: the sorted half-open ranges of True rows."""
+    flags = np.concatenate([[False], np.asarray(mask, np.bool_), [False]])
+    edges = np.flatnonzero(flags[1:] != flags[:-1])
+    return [[int(a), int(b)] for a, b in zip(edges[::2], edges[1::2], strict=True)]
+
+
 def commit(
     store: Store, candidate: DatasetVersion, *, report: str, reference: str | None
 ) -> DatasetVersion:
@@ -277,10 +327,17 @@ def _commit_new(
     # Same bytes as any concurrent committer writes (content-addressed): overwriting is safe.
     store.put_bytes(f"{prefix}/data.parquet", _checked(data, candidate))
     store.put_bytes(f"{prefix}/report.md", report.encode())
-    parent = latest_version(store, name)
+    # A version derived from a named parent (a harvest: parent rows + production rows) keeps
+    # it; any other is the child of whatever was latest when it was committed.
+    latest = latest_version(store, name)
+    derived = "lineage" in candidate.manifest
     manifest = {
         **candidate.manifest,
-        "parent": parent.version if parent else None,
+        "parent": candidate.manifest.get("parent")
+        if derived
+        else latest.version
+        if latest
+        else None,
         "committed_at": _now(),
         "validated_against": reference,
     }
