@@ -25,6 +25,9 @@ _COMMANDS = {
     "models": "datawheel.cli.models:models",
     "deploy": "datawheel.cli.deploy:deploy",
     "drift": "datawheel.cli.drift:drift",
+    "watch": "datawheel.cli.watch:watch",
+    "schedule": "datawheel.cli.schedule:schedule",
+    "flywheel": "datawheel.cli.flywheel:flywheel",
 }
 
 
