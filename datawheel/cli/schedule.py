@@ -1,0 +1,67 @@
+"""``datawheel schedule PIPELINE --cron "0 0 3 * * *" --host URL``: a KFP recurring run."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import click
+
+from datawheel.errors import DatawheelError
+from datawheel.flywheel.schedule import create_schedule, validate_cron
+from datawheel.pipelines import PIPELINES
+
+__all__ = ["schedule"]
+
+
+@click.command()
+@click.argument("pipeline", type=click.Choice(sorted(PIPELINES)))
+@click.option(
+    "--cron",
+    required=True,
+    help='KFP cron, 6 fields, seconds first: "0 0 3 * * *" is 03:00 every day.',
+)
+@click.option("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
+@click.option("--experiment", default="datawheel-flywheel", show_default=True)
+@click.option("--name", "job_name", default="", help="default: PIPELINE-schedule")
+@click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+def schedule(
+    pipeline: str,
+    cron: str,
+    host: str,
+    experiment: str,
+    job_name: str,
+    params: tuple[str, ...],
+) -> None:
+    """Run PIPELINE on a schedule (max_concurrency=1, no catch-up) on the KFP API at --host.
+
+    The token, if your cluster needs one, comes from $KFP_TOKEN.
+    """
+    from datawheel.orchestration.compiler import compile_pipeline
+    from datawheel.orchestration.params import parse_params
+    from datawheel.orchestration.preflight import check_parameters
+
+    cron = validate_cron(cron)  # before anything is compiled or sent
+    if not host.startswith(("http://", "https://")):
+        raise DatawheelError(
+            f"--host {host!r} is not a URL", "pass e.g. --host http://localhost:8080"
+        )
+    arguments = parse_params(PIPELINES[pipeline], params)
+    check_parameters(arguments)
+    if pipeline == "flywheel":
+        arguments.setdefault("reason", f"schedule {cron}")
+    with tempfile.TemporaryDirectory() as tmp:
+        package = compile_pipeline(pipeline, tmp)
+        run_id = create_schedule(
+            package,
+            host=host,
+            cron=cron,
+            job_name=job_name or f"{pipeline}-schedule",
+            experiment=experiment,
+            params=arguments,
+            token=os.environ.get("KFP_TOKEN"),
+        )
+    click.echo(
+        f"scheduled {pipeline} as recurring run {run_id} ({cron!r}, one at a time, no catch-up) "
+        f"in experiment {experiment!r} on {host}"
+    )
