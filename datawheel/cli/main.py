@@ -27,8 +27,6 @@ _COMMANDS = {
     "drift": "datawheel.cli.drift:drift",
     "watch": "datawheel.cli.watch:watch",
     "schedule": "datawheel.cli.schedule:schedule",
-    "watch": "datawheel.cli.watch:watch",
-    "schedule": "datawheel.cli.schedule:schedule",
     "flywheel": "datawheel.cli.flywheel:flywheel",
 }
 
