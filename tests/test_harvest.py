@@ -126,10 +126,9 @@ def test_the_same_window_twice_creates_nothing(toy: Toy) -> None:
     x = new_rows(8)
     pids = ledger.predict(x, ["a"] * 8)
     ledger.label(pids, ["a", "b"] * 4, ["a"] * 8)
-    window = {"since": DAY - 10, "until": DAY + 3600}
-    first = harvest(store, "toy", **window)
-    again = harvest(store, "toy", **window)
-    assert first.created and not again.created and again.version is None
+    first = harvest(store, "toy", since=DAY - 10, until=DAY + 3600)
+    again = harvest(store, "toy", since=DAY - 10, until=DAY + 3600)
+    assert first.created and first.version and not again.created and again.version is None
     assert again.to_json()["version"] == first.version == again.parent
     assert "nothing new" in again.message and again.labeled_rows == 8
     assert [v.version for v in ds.list_versions(store, "toy")] == [parent.version, first.version]
