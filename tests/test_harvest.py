@@ -261,3 +261,15 @@ def test_json_keys_are_the_issues() -> None:
         "dataset", "version", "parent", "labeled_rows", "corrections", "confirmations",
         "conflicts", "created",
     }  # fmt: skip
+
+
+def test_production_mask_and_ranges_round_trip() -> None:
+    mask = np.zeros(10, bool)
+    mask[[0, 1, 4, 9]] = True
+    ranges = ds.production_ranges(mask)
+    assert ranges == [[0, 2], [4, 5], [9, 10]]
+    np.testing.assert_array_equal(ds.production_mask({"production_rows": ranges}, 10), mask)
+    assert not ds.production_mask({}, 3).any() and ds.production_ranges(np.zeros(0, bool)) == []
+    for bad in ([[4, 2]], [[0, 5], [3, 6]], [[8, 11]], [["0", "1"]]):
+        with pytest.raises(DatawheelError, match="production_rows entry"):
+            ds.production_mask({"production_rows": bad}, 10)

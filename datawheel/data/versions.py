@@ -329,15 +329,14 @@ def _commit_new(
     store.put_bytes(f"{prefix}/report.md", report.encode())
     # A version derived from a named parent (a harvest: parent rows + production rows) keeps
     # it; any other is the child of whatever was latest when it was committed.
-    latest = latest_version(store, name)
-    derived = "lineage" in candidate.manifest
+    if "lineage" in candidate.manifest:
+        parent = candidate.manifest.get("parent")
+    else:
+        latest = latest_version(store, name)
+        parent = latest.version if latest else None
     manifest = {
         **candidate.manifest,
-        "parent": candidate.manifest.get("parent")
-        if derived
-        else latest.version
-        if latest
-        else None,
+        "parent": parent,
         "committed_at": _now(),
         "validated_against": reference,
     }
