@@ -58,11 +58,19 @@ class Launcher(Protocol):
 # --- local ---------------------------------------------------------------------------------
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    with contextlib.suppress(Exception):
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn that makes the child get SIGKILL when the watcher dies (Linux); looked
+    up here, in the parent: nothing may import or take a lock between fork and exec."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    kill = int(signal.SIGKILL)
+    return lambda: prctl(1, kill)  # PR_SET_PDEATHSIG
 
 
 def run_flywheel_subprocess(
@@ -70,7 +78,7 @@ def run_flywheel_subprocess(
 ) -> dict[str, Any]:
     """Run the ``flywheel`` pipeline in a child process; its summary, or DatawheelError."""
     cmd = [sys.executable, "-m", "datawheel.flywheel.launch", pipeline_root, json.dumps(arguments)]
-    preexec = _die_with_parent if sys.platform.startswith("linux") else None
+    preexec = _die_with_parent()
     done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
     try:

@@ -146,15 +146,17 @@ class Watcher:
     # --- deciding ------------------------------------------------------------------------
 
     def step(self) -> list[Decision]:
-        """One cycle: poll, observe, decide; the decisions made (at least one)."""
+        """One cycle: poll, observe, decide; the decisions made (at least one). Observing
+        (seconds, for the drift verdict) holds no lock, so the webhook is answered meanwhile."""
         with self._lock:
             out = [d for d in (self.poll(),) if d is not None]
-            now = self._clock()
-            try:
-                obs = self._observe(self, now)
-            except DatawheelError as exc:
-                return [*out, Decision("error", now, detail=str(exc))]
-            seen = asdict(obs)
+        now = self._clock()
+        try:
+            obs = self._observe(self, now)
+        except DatawheelError as exc:
+            return [*out, Decision("error", now, detail=str(exc))]
+        seen = asdict(obs)
+        with self._lock:
             last = self.state.read().get("last_run") or {}
             triggers = evaluate(
                 obs,
