@@ -357,6 +357,7 @@ def test_prep_step_writes_splits_and_report(tmp_path: Path, digits: pd.DataFrame
         "val_rows": len(expected.y_val),
         "test_rows": len(expected.y_test),
         "split_warnings": 0,
+        "production_test_rows": 0,
     }
     md = report_path.read_text()
     assert md.startswith("# Prep report: PASSED")

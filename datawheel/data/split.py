@@ -10,13 +10,16 @@ reported (:class:`~datawheel.data.split_report.SplitReport`), not dropped.
 
 The split is written as ``splits.npz`` with RAW features (the exported model
 carries its own transform, so the champion and the challenger score the same raw
-test rows) and ``transform.json`` fitted on the training rows only.
+test rows) and ``transform.json`` fitted on the training rows only. Rows that came from
+production (a harvested version's ``production_rows``) are split by the same hash like any
+other; ``test_production`` marks which test rows they are, so the evaluation can score the
+reference and the production slices apart.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +46,15 @@ TRAIN, VAL, TEST = 0, 1, 2  # codes in SplitPlan.assignment, in SPLIT_NAMES orde
 _PERSON = b"datawheel.split"  # BLAKE2b personalization: these hashes are for splitting only
 
 
+def _no_rows() -> np.ndarray:
+    return np.zeros(0, np.bool_)
+
+
 @dataclass(frozen=True)
 class Splits:
+    """The split rows. ``test_production`` is True for each test row that came from
+    production; left out (or empty), every test row is a reference row."""
+
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
@@ -52,6 +62,18 @@ class Splits:
     x_test: np.ndarray
     y_test: np.ndarray
     transform: Transform
+    test_production: np.ndarray = field(default_factory=_no_rows)
+
+    def __post_init__(self) -> None:
+        flags = np.asarray(self.test_production, np.bool_)
+        if flags.size == 0:
+            flags = np.zeros(len(self.y_test), np.bool_)
+        if flags.shape != (len(self.y_test),):
+            raise ValueError(
+                f"test_production has shape {flags.shape}, not one flag per test row "
+                f"({len(self.y_test)})"
+            )
+        object.__setattr__(self, "test_production", flags)
 
 
 def row_hashes(x: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -105,6 +127,7 @@ class SplitPlan:
     seed: int
     val_fraction: float
     test_fraction: float
+    production: np.ndarray = field(default_factory=_no_rows)  # bool per row; empty: none
 
     def report(self) -> SplitReport:
         k = len(SPLIT_NAMES)
@@ -118,7 +141,8 @@ class SplitPlan:
         train, val, test = (np.flatnonzero(self.assignment == code) for code in (TRAIN, VAL, TEST))
         transform = fit_transform(self.x[train], self.features, self.classes, image_shape)
         x, y = self.x, self.y
-        return Splits(x[train], y[train], x[val], y[val], x[test], y[test], transform)
+        production = self.production[test] if self.production.size else _no_rows()
+        return Splits(x[train], y[train], x[val], y[val], x[test], y[test], transform, production)
 
 
 def plan_split(
@@ -130,9 +154,18 @@ def plan_split(
     seed: int = 0,
     val_fraction: float = 0.15,
     test_fraction: float = 0.2,
+    production: np.ndarray | None = None,
 ) -> SplitPlan:
-    """Encode ``frame`` and assign every row to a split by its content hash."""
+    """Encode ``frame`` and assign every row to a split by its content hash.
+
+    ``production`` (bool per frame row, from :func:`datawheel.data.versions.production_mask`)
+    marks the rows that came from production; they are split like the others and flagged
+    in the test split.
+    """
     _check_fractions(val_fraction, test_fraction)
+    flags = _no_rows() if production is None else np.asarray(production, np.bool_)
+    if flags.size and flags.shape != (len(frame),):
+        raise ValueError(f"production has shape {flags.shape}, not one flag per row")
     index = {c: i for i, c in enumerate(classes)}
     y = frame[label].astype(str).map(index)
     if y.isna().any():
@@ -150,6 +183,7 @@ def plan_split(
         seed,
         val_fraction,
         test_fraction,
+        flags,
     )
 
 
@@ -202,11 +236,14 @@ def write_splits(splits: Splits, out_dir: str | Path) -> None:
         y_val=splits.y_val,
         x_test=splits.x_test,
         y_test=splits.y_test,
+        test_production=splits.test_production,
     )
     splits.transform.save(out / "transform.json")
 
 
 def load_splits(in_dir: str | Path) -> Splits:
+    """The splits ``write_splits`` wrote; one written before ``test_production`` existed
+    loads with every test row a reference row."""
     src = Path(in_dir)
     with np.load(src / "splits.npz") as z:
         arrays = {k: z[k] for k in z.files}
@@ -218,4 +255,5 @@ def load_splits(in_dir: str | Path) -> Splits:
         arrays["x_test"],
         arrays["y_test"],
         Transform.load(src / "transform.json"),
+        arrays.get("test_production", _no_rows()),
     )

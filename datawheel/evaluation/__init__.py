@@ -11,8 +11,15 @@ from datawheel.evaluation.compare import (
 from datawheel.evaluation.metrics import Evaluation, as_dict, classification_metrics
 from datawheel.evaluation.predict import predict_classes
 from datawheel.evaluation.report import report_markdown
+from datawheel.evaluation.slices import (
+    SLICE_NAMES,
+    gate_production,
+    slice_accuracies,
+    slice_metrics,
+)
 
 __all__ = [
+    "SLICE_NAMES",
     "ChampionScore",
     "Comparison",
     "Evaluation",
@@ -21,9 +28,12 @@ __all__ = [
     "classification_metrics",
     "compare",
     "describe_confidence",
+    "gate_production",
     "input_mismatch",
     "paired_bootstrap",
     "predict_classes",
     "report_markdown",
     "score_champion",
+    "slice_accuracies",
+    "slice_metrics",
 ]

@@ -37,6 +37,8 @@ class Comparison:
     ci_high: float | None = None
     confidence: float | None = None  # of the two-sided interval [ci_low, ci_high]
     margin: float | None = None
+    # how far below the champion's the challenger's production-slice accuracy may be
+    production_tolerance: float | None = None
 
 
 def _percent(fraction: float) -> str:

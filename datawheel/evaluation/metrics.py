@@ -20,6 +20,8 @@ class Evaluation:
     confusion: list[list[int]]
     comparison: Comparison
     extra: dict[str, float] = field(default_factory=dict)
+    # reference / production / combined: rows and both models' accuracy (evaluation.slices)
+    slices: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 def classification_metrics(
@@ -60,4 +62,6 @@ def as_dict(ev: Evaluation) -> dict[str, Any]:
         "ci_high": c.ci_high,
         "confidence": c.confidence,
         "margin": c.margin,
+        "production_tolerance": c.production_tolerance,
+        "slices": ev.slices,
     }

@@ -1,5 +1,6 @@
 """The evaluation as reports: Markdown for the KFP UI and the CLI, and one self-contained
-HTML page with metrics, decision, training curves and the confusion matrix.
+HTML page with metrics, decision, the test slices (reference, production, combined),
+training curves and the confusion matrix.
 
 Plots are drawn with matplotlib (Agg, no display) and embedded as base64 PNGs, so the
 page renders in the KFP UI's HTML viewer and opens straight from the store.
@@ -16,7 +17,48 @@ from typing import Any
 from datawheel.evaluation.compare import describe_confidence
 from datawheel.evaluation.metrics import Evaluation
 
-__all__ = ["confusion_png", "evaluation_html", "report_markdown", "training_curves_png"]
+__all__ = [
+    "confusion_png",
+    "evaluation_html",
+    "report_markdown",
+    "slice_rows",
+    "training_curves_png",
+]
+
+_SLICE_HEADER = ("slice", "rows", "challenger accuracy", "champion accuracy", "difference")
+
+
+def _num(value: float | None, sign: bool = False) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:+.4f}" if sign else f"{value:.4f}"
+
+
+def slice_rows(slices: dict[str, dict[str, Any]]) -> list[tuple[str, str, str, str, str]]:
+    """The slices table's rows, formatted: name, rows, challenger, champion, difference."""
+    order: list[str] = [n for n in ("reference", "production", "combined") if n in slices]
+    order += [n for n in slices if n not in order]
+    return [
+        (
+            name,
+            str(int(slices[name]["rows"])),
+            _num(slices[name].get("challenger_accuracy")),
+            _num(slices[name].get("champion_accuracy")),
+            _num(slices[name].get("diff"), sign=True),
+        )
+        for name in order
+    ]
+
+
+def _slices_html(slices: dict[str, dict[str, Any]] | None) -> str:
+    if not slices:
+        return ""
+    head = "".join(f"<th>{h}</th>" for h in _SLICE_HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in slice_rows(slices)
+    )
+    return f"<h2>Test slices</h2><table><tr>{head}</tr>{body}</table>\n"
 
 
 def _png(fig: Any) -> bytes:
@@ -95,8 +137,10 @@ def evaluation_html(
     history: Sequence[dict[str, float]],
     classes: Sequence[str],
     confusion: Sequence[Sequence[int]],
+    slices: dict[str, dict[str, Any]] | None = None,
 ) -> str:
-    """The whole report page."""
+    """The whole report page; ``slices`` (see :mod:`datawheel.evaluation.slices`) adds the
+    table of both models' accuracy on the reference, production and combined test rows."""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items()
     )
@@ -109,7 +153,7 @@ td{{padding:.2em .8em;border-bottom:1px solid #ddd}}
 <body><h1>Evaluation of {html.escape(model)}: <span class="{decision}">{decision}</span></h1>
 <p>Dataset <code>{html.escape(dataset)}</code>. {html.escape(reason)}.</p>
 <h2>Test metrics</h2><table>{rows}</table>
-<h2>Training</h2>{curves}
+{_slices_html(slices)}<h2>Training</h2>{curves}
 <h2>Confusion matrix</h2>{_img(confusion_png(classes, confusion), "confusion matrix")}
 </body></html>
 """
@@ -145,6 +189,25 @@ def report_markdown(ev: Evaluation, *, model: str, dataset: str) -> str:
             "",
             f"Rule: promote when {describe_confidence(c.confidence)} of the paired accuracy "
             f"difference (challenger - champion) is above the margin {c.margin:+.4f}.",
+        ]
+    production_rows = int(ev.slices.get("production", {}).get("rows", 0))
+    if c.production_tolerance is not None and production_rows:
+        lines += [
+            "",
+            "And on the production slice the challenger's accuracy is at most "
+            f"{c.production_tolerance:.4f} below the champion's.",
+        ]
+    if ev.slices:
+        lines += [
+            "",
+            "## Test slices",
+            "",
+            "Reference rows came from ingested data, production rows from harvested "
+            "production labels; combined is the whole test split.",
+            "",
+            "| " + " | ".join(_SLICE_HEADER) + " |",
+            "|---" * len(_SLICE_HEADER) + "|",
+            *["| " + " | ".join(row) + " |" for row in slice_rows(ev.slices)],
         ]
     lines += [
         "",

@@ -1,7 +1,8 @@
 """Evaluate step: score the challenger and compare it with the champion.
 
 Both models are scored through their exported TorchScript (raw features in) on the same raw
-test rows, in batches, so memory stays bounded however large the test split is.
+test rows, in batches, so memory stays bounded however large the test split is. Both are
+reported on the reference and the production slices of the test rows as well as combined.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def evaluate_step(
     seed: int = 0,
     html_path: str = "",
     confidence: float = 0.95,
+    production_tolerance: float = 0.0,
 ) -> dict[str, Any]:
     """Score the challenger (float and int8) and compare it with the champion on the test rows.
 
@@ -54,6 +56,12 @@ def evaluate_step(
     a one-sided test at ``(1 + confidence) / 2``, 97.5% for the default 0.95. A champion that
     exists but cannot be scored on these rows (other features or image shape, corrupt or
     unloadable files) means ``reject``, with the reason named and ``champion_version`` set.
+
+    The test rows that came from production (``Splits.test_production``) are the production
+    slice, the others the reference slice; both models' accuracy on each is in ``"slices"``.
+    When there are production test rows, a promote also needs the challenger's production
+    accuracy to be at most ``production_tolerance`` below the champion's; otherwise
+    ``reject``, with the reason naming the production slice and both accuracies.
 
     Writes the Markdown report to ``report_path`` and, when ``html_path`` is given, the
     HTML report with training curves and the confusion matrix.
@@ -66,13 +74,21 @@ def evaluate_step(
         cannot_compare,
         classification_metrics,
         compare,
+        gate_production,
         report_markdown,
         score_champion,
+        slice_accuracies,
+        slice_metrics,
     )
 
     if not 0 < confidence < 1:
         raise DatawheelError(
             f"confidence={confidence} is not a probability", "use a value such as 0.95"
+        )
+    if not 0 <= production_tolerance < 1:
+        raise DatawheelError(
+            f"production_tolerance={production_tolerance} is not an accuracy difference in [0, 1)",
+            "use a small value such as 0.0 or 0.01",
         )
     splits = load_splits(splits_dir)
     classes = splits.transform.classes
@@ -98,8 +114,18 @@ def evaluate_step(
             champion_version=champ.version,
             confidence=confidence,
         )
+    slices = slice_accuracies(correct_new, champ.correct, splits.test_production)
+    comparison = gate_production(comparison, slices, production_tolerance)
+    sliced = slice_metrics(slices)
+    challenger_slices = {k: v for k, v in sliced.items() if not k.startswith("champion_")}
     ev = Evaluation(
-        classes, scores, per_class, confusion, comparison, extra={"int8_accuracy": int8_acc}
+        classes,
+        scores,
+        per_class,
+        confusion,
+        comparison,
+        extra={"int8_accuracy": int8_acc, **challenger_slices},
+        slices=slices,
     )
     Path(report_path).write_text(report_markdown(ev, model=model_name, dataset=dataset))
     if html_path:
@@ -115,12 +141,18 @@ def evaluate_step(
             history=history,
             classes=classes,
             confusion=confusion,
+            slices=slices,
         )
         Path(html_path).write_text(page)
-    for name, value in {**scores, **ev.extra}.items():
+    for name, value in {**scores, **ev.extra, **sliced}.items():
         metrics.log_metric(name, value)
+    prod = slices["production"]
+    on_production = ""
+    if prod["rows"]:
+        on_production = f" production={prod['challenger_accuracy']:.4f} ({prod['rows']} rows)"
     log(
         f"test accuracy={scores['accuracy']:.4f} macro_f1={scores['macro_f1']:.4f} "
-        f"int8={int8_acc:.4f}; decision: {comparison.decision} ({comparison.reason})"
+        f"int8={int8_acc:.4f}{on_production}; decision: {comparison.decision} "
+        f"({comparison.reason})"
     )
     return {**as_dict(ev), "classes": classes, "confusion": confusion}

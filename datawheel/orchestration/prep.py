@@ -24,18 +24,24 @@ def prep_step(
 
     The report (Markdown, at ``report_path`` if given) is written before the split is
     checked, so a dataset that training cannot use still leaves a report saying why.
+    Rows the manifest lists in ``production_rows`` (a harvested version) are split by the
+    same hash as the others and flagged in ``splits.npz`` as ``test_production``.
     """
     from datawheel.data.split import plan_split, write_splits
 
     st = open_store(store)
     dv = datasets.get_version(st, dataset, version)
+    frame = datasets.read_frame(st, dv)
+    production = datasets.production_mask(dv.manifest, len(frame))
     plan = plan_split(
-        datasets.read_frame(st, dv),
+        frame,
         label=dv.label,
         features=dv.features,
         classes=dv.classes,
         seed=split_seed,
+        production=production,
     )
+    del frame
     report = plan.report()
     if report_path:
         Path(report_path).write_text(report.markdown(f"{dv.name}@{dv.version}"))
@@ -44,10 +50,17 @@ def prep_step(
         log(f"warning: {warning}")
     splits = plan.splits(dv.manifest.get("image_shape"))  # raises if training cannot use it
     write_splits(splits, out_dir)
+    production_test = int(splits.test_production.sum())
+    if production.any():
+        log(
+            f"{int(production.sum())} production rows, {production_test} of them in test "
+            f"(the production slice of {len(splits.y_test)} test rows)"
+        )
     sizes = report.sizes
     return {
         "train_rows": sizes["train"],
         "val_rows": sizes["val"],
         "test_rows": sizes["test"],
         "split_warnings": len(report.warnings),
+        "production_test_rows": production_test,
     }
