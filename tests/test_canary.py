@@ -15,35 +15,39 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import threading
 import time
-import warnings
-from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from canary_support import (
+    MIN_REQUESTS,
+    WINDOW,
+    Load,
+    deployments,
+    local_store,
+    register_wrapped_version,
+    start_servers,
+    wait_for_traffic,
+)
 from click.testing import CliRunner
 from fake_kube import FakeKube, Request, stable_deployment
 from prometheus_support import Prometheus as PromProcess
-from serving_support import ServerProcess, copy_store, digits_rows, free_port, infer_body
+from serving_support import copy_store, free_port
 
 from datawheel import registry
 from datawheel.cli.canary import canary as canary_command
 from datawheel.deploy.canary_policy import Thresholds
 from datawheel.deploy.kube import KubeDeployments, KubeError, connect
-from datawheel.deploy.prom import Prometheus, PrometheusError, observe
+from datawheel.deploy.prom import Prometheus, PrometheusError
 from datawheel.deploy.rollout import CANARY, STABLE, CanaryConfig, run_canary
 from datawheel.errors import DatawheelError
-from datawheel.storage import LocalStore, get_json
+from datawheel.storage import LocalStore, get_json, put_json
 
-MIN_REQUESTS = 20
-WINDOW = "4s"
 THRESHOLDS = Thresholds(min_requests=MIN_REQUESTS)  # the defaults otherwise: 1% errors, ...
+MIN_LABELS = 20
 SMP = "application/strategic-merge-patch+json"
 
 # --- the pieces ---------------------------------------------------------------------------
@@ -51,26 +55,19 @@ SMP = "application/strategic-merge-patch+json"
 
 @pytest.fixture
 def store_uri(model_store: str, tmp_path: Path) -> str:
-    """A private copy of the session's model store (v1 champion, v2 challenger)."""
-    return copy_store(model_store, tmp_path / "store")
+    """A private copy of the session's model store: v1 champion, v2 the candidate, as if
+    the evaluation had compared v2 with v1 (the session's store registers both unaliased)."""
+    uri = copy_store(model_store, tmp_path / "store")
+    store = local_store(uri)
+    card = registry.resolve(store, "digits", "v2").card
+    put_json(store, "models/digits/versions/v2/card.json", {**card, "evaluated_against": "v1"})
+    registry.promote(store, "digits", "v2", alias="candidate")
+    return uri
 
 
 def register_failing_version(store_uri: str, work: Path) -> str:
-    """v3: v2 wrapped so that real inputs raise; made the challenger."""
-    store = LocalStore(store_uri.removeprefix("file://"))
-    v2 = registry.resolve(store, "digits", "v2")
-    src = registry.fetch(store, v2, work / "v2", only=("model.ts", "transform.json"))
-    (work / "v3").mkdir()
-    shutil.copy(src / "transform.json", work / "v3" / "transform.json")
-    with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; datawheel serves it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        inner = torch.jit.load(str(src / "model.ts"))  # type: ignore[no-untyped-call]
-        scripted = torch.jit.script(_FailsOnRealInputs(inner))  # type: ignore[no-untyped-call]
-    scripted.save(str(work / "v3" / "model.ts"))  # type: ignore[no-untyped-call]
-    card = {k: v2.card[k] for k in ("dataset", "dataset_version", "metrics", "model_kind")}
-    v3 = registry.register(store, "digits", work / "v3", card=card)
-    registry.promote(store, "digits", v3.version, alias="challenger")
-    return v3.version
+    """v3: v2 wrapped so that real inputs raise; made the candidate."""
+    return register_wrapped_version(store_uri, work, _FailsOnRealInputs)
 
 
 class _FailsOnRealInputs(torch.nn.Module):
@@ -93,65 +90,6 @@ def kube() -> Iterator[FakeKube]:
     fake.deployments[STABLE] = stable_deployment(replicas=4)
     yield fake.start()
     fake.stop()
-
-
-def deployments(fake: FakeKube) -> KubeDeployments:
-    from kubernetes import client
-
-    cfg = client.Configuration()
-    cfg.host = fake.url
-    return KubeDeployments(client.ApiClient(cfg), fake.namespace)
-
-
-class Load:
-    """Threads posting one real digit row per request to a server until stopped."""
-
-    def __init__(self, server: ServerProcess, threads: int = 2) -> None:
-        self.server = server
-        self.codes: Counter[int] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,)) for i in range(threads)]
-
-    def _run(self, seed: int) -> None:
-        rows, _ = digits_rows(200, offset=seed * 200)
-        i = 0
-        while not self._stop.is_set():
-            code, _ = self.server.post("/v2/models/digits/infer", infer_body(rows[i : i + 1]))
-            self.codes[code] += 1
-            i = (i + 1) % len(rows)
-            time.sleep(0.005)
-
-    def __enter__(self) -> Load:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-
-
-def start_servers(store_uri: str, tmp_path: Path, canary_ref: str) -> list[ServerProcess]:
-    """Stable follows digits@champion (and hot-swaps quickly); canary pins ``canary_ref``."""
-    servers = [
-        ServerProcess(store_uri, tmp_path / "spool-stable", args=["--poll-seconds", "0.5"]),
-        ServerProcess(store_uri, tmp_path / "spool-canary", model=canary_ref),
-    ]
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(lambda s: s.start(), servers))
-    return servers
-
-
-def wait_for_traffic(prom: Prometheus, versions: list[str], timeout: float = 30) -> None:
-    """Until Prometheus has seen enough inference requests of every version to judge."""
-    deadline = time.monotonic() + timeout
-    while True:
-        seen = {v: observe(prom, "digits", v, WINDOW).requests for v in versions}
-        if all(n >= MIN_REQUESTS for n in seen.values()):
-            return
-        assert time.monotonic() < deadline, f"Prometheus saw too little traffic: {seen}"
-        time.sleep(0.5)
 
 
 def replica_patches(sent: list[Request]) -> list[tuple[str, int]]:
@@ -237,9 +175,12 @@ def test_failing_canary_is_rolled_back(
     assert look["stable"]["error_rate"] == 0.0 and look["stable"]["requests"] >= MIN_REQUESTS
     assert elapsed < 20
 
-    # the registry: champion unchanged, the record stored
+    # the registry: champion unchanged, the candidate retired (the canary judged it), the
+    # record stored
     store = LocalStore(store_uri.removeprefix("file://"))
     assert registry.resolve(store, "digits", "champion").version == "v1"
+    assert registry.get_alias(store, "digits", "candidate") is None
+    assert record["candidate_cleared"] is True
     assert get_json(store, record["record_key"]) == record
     assert record["record_key"].startswith("models/digits/canary/")
 
@@ -289,7 +230,7 @@ def test_healthy_canary_is_promoted(
     try:
         prom = prometheus([f"127.0.0.1:{stable.port}", f"127.0.0.1:{canary.port}"])
         client = Prometheus(prom.url)
-        with Load(stable), Load(canary) as canary_load:
+        with Load(stable, feedback=True) as stable_load, Load(canary, feedback=True) as canary_load:
             wait_for_traffic(client, ["v1", "v2"])
             record = run_canary(
                 LocalStore(store_uri.removeprefix("file://")),
@@ -300,7 +241,7 @@ def test_healthy_canary_is_promoted(
                     steps=(0.1, 0.25, 0.5),
                     interval_s=1.0,
                     window=WINDOW,
-                    thresholds=THRESHOLDS,
+                    thresholds=Thresholds(min_requests=MIN_REQUESTS, min_labels=MIN_LABELS),
                     max_waits=3,
                 ),
                 log=log.append,
@@ -331,12 +272,20 @@ def test_healthy_canary_is_promoted(
         assert last["stable"]["ready_pods"] == 6
         assert 0 < last["canary"]["p99_s"] < 1 and 0 < last["stable"]["p99_s"] < 1
     assert record["thresholds"]["min_requests"] == MIN_REQUESTS
+    # live accuracy was judged, on what the users' labels said of each version's predictions
+    last = record["steps"][-1]["looks"][-1]
+    assert last["canary"]["labels"] >= MIN_LABELS and last["stable"]["labels"] >= MIN_LABELS
+    assert "canary live accuracy" in last["reason"], last["reason"]
+    assert last["canary"]["accuracy"] == pytest.approx(canary_load.accuracy, abs=0.1)
+    assert last["stable"]["accuracy"] == pytest.approx(stable_load.accuracy, abs=0.1)
     assert "step 0.5: 6 canary pod(s) of digits:v2 next to 6 stable pod(s) of v1" in log
 
     store = LocalStore(store_uri.removeprefix("file://"))
     champion = registry.get_alias(store, "digits", "champion")
     assert champion is not None and champion["version"] == "v2"
     assert champion["history"][-1] == "v1" and champion["reason"].startswith("canary: healthy")
+    assert registry.get_alias(store, "digits", "candidate") is None  # rolled out: retired
+    assert record["candidate_cleared"] is True
     assert get_json(store, record["record_key"]) == record
 
     # Kubernetes: canary created at 1 pod, scaled with the steps, deleted; stable untouched
@@ -413,14 +362,17 @@ def test_too_little_traffic_is_inconclusive_and_rolled_back(
     assert record["reason"].startswith("inconclusive after 2 looks: canary served 0 inference")
     assert [look["decision"] for look in record["steps"][0]["looks"]] == ["wait", "wait"]
     assert registry.resolve(store, "digits", "champion").version == "v1"
+    # no verdict on the model: it stays the candidate, to be tried again
+    assert record["candidate_cleared"] is False
+    assert registry.resolve(store, "digits", "candidate").version == "v2"
 
 
 REFUSALS = {
     "canary_exists": "deployment 'datawheel-serve-canary' already exists",
     "no_stable": "deployment 'datawheel-serve' is not in namespace 'datawheel'",
     "pinned_stable": "serves 'digits:v1', not digits@champion",
-    "same_version": "digits:v1 is already the champion",
-    "unknown_version": "model digits:v9 is not in the registry",
+    "same_version": "model 'digits' has no candidate: digits:v1 is already the champion",
+    "no_candidate": "model 'digits' has no candidate: nothing to roll out",
     "bad_window": "query window '2 minutes' is not a PromQL duration",
 }
 
@@ -429,6 +381,7 @@ REFUSALS = {
 def test_refusals_change_nothing(store_uri: str, kube: FakeKube, setup: str) -> None:
     message = REFUSALS[setup]
     overrides: dict[str, Any] = {}
+    store = LocalStore(store_uri.removeprefix("file://"))
     if setup == "canary_exists":
         kube.deployments[CANARY] = stable_deployment()
     elif setup == "no_stable":
@@ -436,12 +389,11 @@ def test_refusals_change_nothing(store_uri: str, kube: FakeKube, setup: str) -> 
     elif setup == "pinned_stable":
         kube.deployments[STABLE] = stable_deployment(model_args=["serve", "--model", "digits:v1"])
     elif setup == "same_version":
-        overrides["version"] = "champion"
-    elif setup == "unknown_version":
-        overrides["version"] = "v9"
+        registry.promote(store, "digits", "v1", alias="candidate")
+    elif setup == "no_candidate":
+        registry.clear(store, "digits", "candidate")
     elif setup == "bad_window":
         overrides["window"] = "2 minutes"
-    store = LocalStore(store_uri.removeprefix("file://"))
     with pytest.raises(DatawheelError, match=re.escape(message)) as info:
         run_canary(store, deployments(kube), dead_prometheus(), quick_config(**overrides))
     assert "Fix:" in str(info.value)

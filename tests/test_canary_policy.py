@@ -123,8 +123,65 @@ def test_error_rate_of_no_requests_is_zero() -> None:
         "requests": 200,
         "errors": 50,
         "p99_s": 0.1,
+        "labels": 0.0,
+        "correct": 0.0,
         "error_rate": 0.25,
+        "accuracy": None,
     }
+    assert Observation(200, 0, 0.1, labels=80, correct=60).to_json()["accuracy"] == 0.75
+
+
+# --- live accuracy, from feedback labels ----------------------------------------------------
+
+TA = Thresholds(
+    max_error_rate=0.05,
+    max_error_excess=0.02,
+    max_p99_ratio=1.5,
+    p99_slack_s=0.010,
+    min_requests=100,
+    min_labels=50,
+    max_accuracy_drop=0.05,
+)
+
+
+def labelled(labels: float, accuracy: float, errors: float = 0) -> Observation:
+    return Observation(1000, errors, 0.020, labels=labels, correct=labels * accuracy)
+
+
+def test_accuracy_below_stable_by_more_than_the_drop_rolls_back() -> None:
+    verdict = judge(labelled(60, 0.80), labelled(400, 0.90), TA)
+    assert verdict.decision is Decision.ROLLBACK
+    assert verdict.reason == (
+        "canary live accuracy 80.00% over 60 labels, stable 90.00% over 400: 10.00% lower, "
+        "more than the allowed 5.00%"
+    )
+
+
+def test_accuracy_within_the_drop_or_above_advances_and_says_so() -> None:
+    within = judge(labelled(60, 0.86), labelled(400, 0.90), TA)
+    assert within.decision is Decision.ADVANCE
+    assert "canary live accuracy 86.00% over 60 labels, stable 90.00% over 400" in within.reason
+    assert judge(labelled(60, 0.99), labelled(400, 0.90), TA).decision is Decision.ADVANCE
+    at_limit = judge(labelled(100, 0.85), labelled(100, 0.90), TA)  # exactly 5 points
+    assert at_limit.decision is Decision.ADVANCE
+
+
+@pytest.mark.parametrize(("canary_labels", "stable_labels", "who", "n"), [
+    (49, 400, "canary", 49), (0, 400, "canary", 0), (60, 10, "stable", 10),
+])  # fmt: skip
+def test_too_few_labels_are_not_judged_and_the_verdict_says_so(
+    canary_labels: float, stable_labels: float, who: str, n: int
+) -> None:
+    verdict = judge(labelled(canary_labels, 0.0), labelled(stable_labels, 1.0), TA)
+    assert verdict.decision is Decision.ADVANCE  # a canary that is always wrong, unjudged
+    assert verdict.reason.endswith(
+        f"live accuracy not judged yet: {who} has {n} of the 50 labels needed"
+    )
+
+
+def test_errors_are_judged_before_accuracy() -> None:
+    verdict = judge(labelled(60, 0.99, errors=100), labelled(400, 0.90), TA)
+    assert verdict.decision is Decision.ROLLBACK and "error rate" in verdict.reason
 
 
 def test_verdict_json() -> None:
@@ -143,6 +200,9 @@ def test_verdict_json() -> None:
         ("p99_slack_s", -1.0),
         ("min_requests", 0.0),
         ("min_requests", math.nan),
+        ("min_labels", 0.0),
+        ("max_accuracy_drop", -0.01),
+        ("max_accuracy_drop", 1.5),
     ],
 )
 def test_thresholds_out_of_range_are_refused(field: str, value: float) -> None:
@@ -155,6 +215,7 @@ def test_thresholds_out_of_range_are_refused(field: str, value: float) -> None:
 
 def test_default_thresholds_are_valid() -> None:
     assert Thresholds().to_json()["min_requests"] == 100
+    assert (Thresholds().min_labels, Thresholds().max_accuracy_drop) == (50, 0.05)
 
 
 # --- properties ------------------------------------------------------------------------
@@ -167,7 +228,9 @@ p99s = st.one_of(st.none(), st.floats(min_value=0, max_value=10, allow_nan=False
 def observations(draw: st.DrawFn) -> Observation:
     requests = draw(counts)
     errors = draw(st.floats(min_value=0, max_value=1)) * requests
-    return Observation(requests, errors, draw(p99s))
+    labels = draw(st.floats(min_value=0, max_value=1000, allow_nan=False))
+    correct = draw(st.floats(min_value=0, max_value=1)) * labels
+    return Observation(requests, errors, draw(p99s), labels=labels, correct=correct)
 
 
 @given(observations(), observations())
@@ -178,6 +241,20 @@ def test_advance_means_every_limit_holds(canary: Observation, stable: Observatio
         assert canary.error_rate - stable.error_rate <= T.max_error_excess
         assert canary.p99_s is not None and stable.p99_s is not None
         assert canary.p99_s <= stable.p99_s * T.max_p99_ratio + T.p99_slack_s
+        judged = canary.labels >= T.min_labels and stable.labels >= T.min_labels
+        if judged and canary.accuracy is not None and stable.accuracy is not None:
+            assert canary.accuracy >= stable.accuracy - T.max_accuracy_drop - 1e-9
+
+
+@given(observations(), observations(), st.floats(min_value=0, max_value=1))
+def test_less_accurate_never_turns_a_rollback_into_an_advance(
+    canary: Observation, stable: Observation, fewer: float
+) -> None:
+    worse = Observation(
+        canary.requests, canary.errors, canary.p99_s, canary.labels, canary.correct * fewer
+    )
+    if judge(canary, stable, T).decision is Decision.ROLLBACK:
+        assert judge(worse, stable, T).decision is Decision.ROLLBACK
 
 
 @given(observations(), observations(), st.floats(min_value=0, max_value=1))
@@ -185,7 +262,11 @@ def test_more_errors_never_turn_a_rollback_into_an_advance(
     canary: Observation, stable: Observation, extra: float
 ) -> None:
     worse = Observation(
-        canary.requests, canary.errors + extra * (canary.requests - canary.errors), canary.p99_s
+        canary.requests,
+        canary.errors + extra * (canary.requests - canary.errors),
+        canary.p99_s,
+        canary.labels,
+        canary.correct,
     )
     if judge(canary, stable, T).decision is Decision.ROLLBACK:
         assert judge(worse, stable, T).decision is Decision.ROLLBACK
@@ -196,7 +277,11 @@ def test_slower_never_turns_a_rollback_into_an_advance(
     canary: Observation, stable: Observation, extra_s: float
 ) -> None:
     slower = Observation(
-        canary.requests, canary.errors, None if canary.p99_s is None else canary.p99_s + extra_s
+        canary.requests,
+        canary.errors,
+        None if canary.p99_s is None else canary.p99_s + extra_s,
+        canary.labels,
+        canary.correct,
     )
     if judge(canary, stable, T).decision is Decision.ROLLBACK:
         assert judge(slower, stable, T).decision is Decision.ROLLBACK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from pathlib import Path
 
@@ -92,3 +93,31 @@ def test_a_broken_overlay_is_a_one_line_error(tmp_path: Path) -> None:
     (broken / "kustomization.yaml").write_text("resources:\n  - missing.yaml\n")
     with pytest.raises(DatawheelError, match="kustomize could not build overlay 'broken'"):
         render("broken", root=tmp_path)
+
+
+def test_settings_turn_canaries_on_and_off_in_the_store(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    shown = datawheel("deploy", "settings", "--model", "digits", "--store", store, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        shown.stdout.strip()
+        == "digits: canaries off: a promoted model becomes digits@champion at once"
+    )
+    on = datawheel(
+        "deploy", "settings", "--model", "digits", "--store", store, "--canary",
+        "--reason", "prod", "--json", cwd=tmp_path,
+    )  # fmt: skip
+    assert on.returncode == 0, on.stderr
+    doc = json.loads(on.stdout)
+    assert (doc["model"], doc["canary"], doc["reason"]) == ("digits", True, "prod")
+    assert json.loads((tmp_path / "store/models/digits/deploy.json").read_text())["canary"] is True
+    shown = datawheel("deploy", "settings", "--model", "digits", "--store", store, cwd=tmp_path)
+    assert "canaries on: a promoted model becomes digits@candidate" in shown.stdout
+    off = datawheel(
+        "deploy", "settings", "--model", "digits", "--store", store, "--no-canary", cwd=tmp_path
+    )
+    assert off.returncode == 0 and "canaries off" in off.stdout
+    bad = datawheel("deploy", "settings", "--model", "Bad Name", "--store", store, cwd=tmp_path)
+    assert bad.returncode == 2 and bad.stderr.startswith(
+        "error: model name 'Bad Name' is not valid"
+    )

@@ -7,9 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from datawheel import registry
+from datawheel.data.sources import Loaded
+from datawheel.data.versions import commit, ingest_frame
 from datawheel.deploy.candidate import NoCandidateError, candidate_to_roll_out, retire_candidate
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.register import register_step, target_alias
@@ -236,3 +239,21 @@ def test_deploy_settings_default_write_and_corrupt(store: Store) -> None:
     assert "datawheel deploy settings --model m" in str(info.value)
     registry.write_settings(store, "m", canary=True)  # writing again repairs it
     assert registry.read_settings(store, "m").canary is True
+
+
+def test_the_card_names_the_trigger_of_a_harvested_dataset_version(
+    local: LocalStore, tmp_path: Path
+) -> None:
+    frame = pd.DataFrame({"x": [0.0, 1.0, 2.0, 3.0], "label": ["a", "b", "a", "b"]})
+    lineage = {"kind": "harvest", "reason": "drift: InputDriftHigh"}
+    candidate = ingest_frame(
+        local, Loaded(frame, "label", "harvest"), name="digits", extra_manifest={"lineage": lineage}
+    )
+    dv = commit(local, candidate, report="ok", reference=None)
+    model = _model_dir(tmp_path / "a", "a")
+    evaluation = _evaluation("promote", None)
+    register_step(local.uri, "digits", str(model), "digits", dv.version, evaluation, "champion")
+    assert registry.resolve(local, "digits", "champion").card["trigger"] == "drift: InputDriftHigh"
+    # a dataset version that is not in the store (or has no lineage) gives no trigger
+    second = _register(local, tmp_path, "b", "promote", "v1")
+    assert "trigger" not in registry.resolve(local, "digits", second["model_version"]).card

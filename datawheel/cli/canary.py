@@ -1,5 +1,6 @@
-"""``datawheel deploy canary``: roll a challenger out next to the stable server, judged by
-Prometheus, and promote or roll it back. Exit status: 0 promoted, 1 rolled back, 2 error."""
+"""``datawheel deploy canary``: roll the registry's candidate out next to the stable server,
+judged by Prometheus, and promote or roll it back. Exit status: 0 promoted, 1 rolled back,
+2 error (including: there is no candidate to roll out)."""
 
 from __future__ import annotations
 
@@ -20,13 +21,7 @@ DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring:9090"
 
 
 @click.command()
-@click.option("--model", required=True, help="Registered model name.")
-@click.option(
-    "--version",
-    default="challenger",
-    show_default=True,
-    help="Version (vN) or alias to roll out.",
-)
+@click.option("--model", required=True, help="Registered model name; its candidate is rolled out.")
 @click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
 @click.option("--namespace", default="datawheel", show_default=True)
 @click.option("--prometheus", "prometheus_url", default=DEFAULT_PROMETHEUS, show_default=True)
@@ -94,6 +89,21 @@ DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring:9090"
     help="Inference requests per version and window needed to judge.",
 )
 @click.option(
+    "--min-labels",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Feedback labels per version, since the canary started, before live accuracy is "
+    "judged; until then it is not (the verdicts say so).",
+)
+@click.option(
+    "--max-accuracy-drop",
+    default=0.05,
+    show_default=True,
+    type=float,
+    help="How far below stable's live accuracy the canary's may be (0.05 = 5 points).",
+)
+@click.option(
     "--ready-timeout",
     default=300.0,
     show_default=True,
@@ -108,7 +118,6 @@ DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring:9090"
 @click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
 def canary(
     model: str,
-    version: str,
     store: str | None,
     namespace: str,
     prometheus_url: str,
@@ -121,20 +130,23 @@ def canary(
     max_p99_ratio: float,
     p99_slack_ms: float,
     min_requests: int,
+    min_labels: int,
+    max_accuracy_drop: float,
     ready_timeout: float,
     prom_matchers: str,
     kubeconfig: str | None,
     context: str | None,
     as_json: bool,
 ) -> None:
-    """Run MODEL's challenger as Deployment datawheel-serve-canary behind the datawheel-serve
-    Service, give it more of the traffic step by step (by pod count; the stable Deployment is
-    not scaled), and promote it to champion, or roll it back, on its error rate and p99
-    latency against the stable version's. The record goes to the store
-    (models/NAME/canary/) and the stable Deployment's datawheel.dev/last-canary annotation."""
+    """Run MODEL's candidate (what the evaluator promoted with canaries on; never a rejected
+    model) as Deployment datawheel-serve-canary behind the datawheel-serve Service, give it
+    more of the traffic step by step (by pod count; the stable Deployment is not scaled),
+    and promote it to champion, or roll it back, on its error rate, p99 latency and live
+    accuracy (from feedback, once --min-labels arrived) against the stable version's. The
+    record goes to the store (models/NAME/canary/) and the stable Deployment's
+    datawheel.dev/last-canary annotation."""
     config = CanaryConfig(
         model=model,
-        version=version,
         steps=parse_steps(steps),
         interval_s=interval,
         window=window,
@@ -144,6 +156,8 @@ def canary(
             max_p99_ratio=max_p99_ratio,
             p99_slack_s=p99_slack_ms / 1000,
             min_requests=min_requests,
+            min_labels=min_labels,
+            max_accuracy_drop=max_accuracy_drop,
         ),
         max_waits=max_waits,
         ready_timeout_s=ready_timeout,

@@ -1,13 +1,18 @@
-"""``datawheel deploy``: render and apply the kustomize manifests; canary rollouts."""
+"""``datawheel deploy``: render and apply the kustomize manifests; canary rollouts and the
+per-model deploy settings (does the deployment use canaries?)."""
 
 from __future__ import annotations
 
+import json
+
 import click
 
+from datawheel import registry
 from datawheel.cli.canary import canary
 from datawheel.deploy.apply import apply as apply_overlay
 from datawheel.deploy.manifests import overlays
 from datawheel.deploy.manifests import render as render_overlay
+from datawheel.storage import open_store
 
 __all__ = ["deploy"]
 
@@ -51,6 +56,39 @@ def apply(
 
 
 deploy.add_command(canary)
+
+
+@deploy.command("settings")
+@click.option("--model", required=True, help="Registered model name.")
+@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@click.option(
+    "--canary/--no-canary",
+    "use_canary",
+    default=None,
+    help="Set: a promoted model becomes the candidate, rolled out only by 'deploy canary' "
+    "(--canary), or the champion at once, hot-swapped by the servers (--no-canary). "
+    "Without either, print the settings.",
+)
+@click.option("--reason", default="", help="Why, kept in the settings record.")
+@click.option("--json", "as_json", is_flag=True, help="Print the settings as JSON.")
+def settings(
+    model: str, store: str | None, use_canary: bool | None, reason: str, as_json: bool
+) -> None:
+    """Show or set MODEL's deploy settings (models/NAME/deploy.json in the store)."""
+    st = open_store(store)
+    if use_canary is None:
+        current = registry.read_settings(st, model)
+    else:
+        current = registry.write_settings(st, model, canary=use_canary, reason=reason)
+    if as_json:
+        click.echo(json.dumps({"model": model, **current.to_json()}, sort_keys=True))
+    elif current.canary:
+        click.echo(
+            f"{model}: canaries on: a promoted model becomes {model}@candidate; roll it out "
+            f"with 'datawheel deploy canary --model {model}'"
+        )
+    else:
+        click.echo(f"{model}: canaries off: a promoted model becomes {model}@champion at once")
 
 
 @deploy.command("overlays")

@@ -9,7 +9,12 @@ One judgement compares what Prometheus saw for the two versions over the same wi
 4. Its error rate exceeds stable's by more than ``max_error_excess`` -> ROLLBACK.
 5. Its p99 latency is above ``stable_p99 * max_p99_ratio + p99_slack_s`` -> ROLLBACK.
    The slack keeps a 1 ms vs 2 ms difference (a 2x ratio of noise) from failing a canary.
-6. Otherwise -> ADVANCE to the next traffic step (or promote after the last one).
+6. Live accuracy, from the labels users sent back (feedback) for each version's
+   predictions since the canary started: once the canary's predictions have at least
+   ``min_labels`` labels, and stable's as many, the canary's accuracy may be at most
+   ``max_accuracy_drop`` below stable's, else -> ROLLBACK. With fewer labels on either
+   side accuracy is not judged, and the verdict's reason says so.
+7. Otherwise -> ADVANCE to the next traffic step (or promote after the last one).
 
 4xx answers are the client's fault: they count as requests, not as errors. A missing p99
 (no latency samples yet) is WAIT.
@@ -40,13 +45,19 @@ class Observation:
     requests: float  # inference requests answered in the window (may be fractional: increase())
     errors: float  # of which 5xx
     p99_s: float | None  # 99th percentile latency in seconds; None when there were no samples
+    labels: float = 0.0  # feedback labels for this version's predictions since the canary began
+    correct: float = 0.0  # of which confirmed the prediction
 
     @property
     def error_rate(self) -> float:
         return self.errors / self.requests if self.requests > 0 else 0.0
 
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.labels if self.labels > 0 else None
+
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "error_rate": self.error_rate}
+        return {**asdict(self), "error_rate": self.error_rate, "accuracy": self.accuracy}
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,8 @@ class Thresholds:
     max_p99_ratio: float = 1.5  # canary p99 may be at most this times stable's...
     p99_slack_s: float = 0.025  # ...plus this much
     min_requests: float = 100  # per version and window, before anything but WAIT
+    min_labels: float = 50  # feedback labels per version before live accuracy is judged
+    max_accuracy_drop: float = 0.05  # how far below stable's the canary's accuracy may be
 
     def __post_init__(self) -> None:
         checks = (
@@ -64,13 +77,15 @@ class Thresholds:
             ("max-p99-ratio", self.max_p99_ratio, 1 <= self.max_p99_ratio < math.inf),
             ("p99-slack", self.p99_slack_s, 0 <= self.p99_slack_s < math.inf),
             ("min-requests", self.min_requests, 1 <= self.min_requests < math.inf),
+            ("min-labels", self.min_labels, 1 <= self.min_labels < math.inf),
+            ("max-accuracy-drop", self.max_accuracy_drop, 0 <= self.max_accuracy_drop <= 1),
         )
         for name, value, ok in checks:
             if not ok:  # also false for NaN
                 raise DatawheelError(
                     f"canary threshold {name} = {value} is out of range",
-                    "error rates lie in [0, 1], the p99 ratio is >= 1, the p99 slack >= 0 "
-                    "and min-requests >= 1",
+                    "error rates and the accuracy drop lie in [0, 1], the p99 ratio is >= 1, "
+                    "the p99 slack >= 0, min-requests and min-labels >= 1",
                 )
 
     def to_json(self) -> dict[str, float]:
@@ -132,9 +147,36 @@ def judge(canary: Observation, stable: Observation, t: Thresholds) -> Verdict:
             f"canary p99 latency {_ms(canary.p99_s)} is above the limit {_ms(limit)} "
             f"(stable p99 {_ms(stable.p99_s)} x {t.max_p99_ratio:g} + {_ms(t.p99_slack_s)})",
         )
+    accuracy = _accuracy(canary, stable, t)
+    if isinstance(accuracy, Verdict):
+        return accuracy
     return Verdict(
         Decision.ADVANCE,
         f"canary healthy: error rate {_pct(canary.error_rate)} (stable "
         f"{_pct(stable.error_rate)}), p99 {_ms(canary.p99_s)} (limit {_ms(limit)}) over "
-        f"{canary.requests:.0f} requests",
+        f"{canary.requests:.0f} requests; {accuracy}",
     )
+
+
+def _accuracy(canary: Observation, stable: Observation, t: Thresholds) -> Verdict | str:
+    """A ROLLBACK verdict on live accuracy, or the words saying how it stands."""
+    mine, theirs = canary.accuracy, stable.accuracy
+    for who, o, acc in (("canary", canary, mine), ("stable", stable, theirs)):
+        if o.labels < t.min_labels or acc is None:
+            return (
+                f"live accuracy not judged yet: {who} has {o.labels:.0f} of the "
+                f"{t.min_labels:.0f} labels needed"
+            )
+    if mine is None or theirs is None:  # for the type checker: the loop returned already
+        return "live accuracy not judged"
+    drop = theirs - mine
+    figures = (
+        f"canary live accuracy {_pct(mine)} over {canary.labels:.0f} labels, "
+        f"stable {_pct(theirs)} over {stable.labels:.0f}"
+    )
+    if drop > t.max_accuracy_drop + 1e-12:
+        return Verdict(
+            Decision.ROLLBACK,
+            f"{figures}: {_pct(drop)} lower, more than the allowed {_pct(t.max_accuracy_drop)}",
+        )
+    return figures

@@ -4,7 +4,7 @@
   template, ``datawheel.dev/track=canary`` in the selector and pod labels (so the two
   ReplicaSets never adopt each other's pods, while the Service, which selects only
   ``app.kubernetes.io/name``, sends traffic to both), and the serve container's
-  ``--model`` pinned to the challenger version.
+  ``--model`` pinned to the candidate version.
 * :func:`canary_replicas` turns a traffic share into a replica count: without a service mesh,
   the share of traffic a track gets is its share of the ready pods behind the Service.
 """

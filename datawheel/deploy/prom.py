@@ -9,6 +9,12 @@ knowing which pod is which::
     sum(increase(datawheel_requests_total{model="m",version="v3",endpoint="infer",code=~"5.."}[2m]))
     histogram_quantile(0.99, sum by (le) (rate(
         datawheel_request_duration_seconds_bucket{model="m",version="v3",endpoint="infer"}[2m])))
+
+and, for live accuracy, the labels users sent back for the version's predictions (the
+``version`` label of feedback is the version that made the prediction, whichever replica
+took the feedback) since the canary started, ``R`` seconds ago::
+
+    sum by (outcome) (increase(datawheel_feedback_total{model="m",version="v3"}[Rs]))
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import urllib.request
 from datawheel.deploy.canary_policy import Observation
 from datawheel.errors import DatawheelError
 
-__all__ = ["Prometheus", "PrometheusError", "observe", "validate_window"]
+__all__ = ["Prometheus", "PrometheusError", "feedback_counts", "observe", "validate_window"]
 
 _WINDOW_RE = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")
 
@@ -109,6 +115,36 @@ def _label_value(value: str) -> str:
     return json.dumps(value)  # a PromQL string literal: quotes and backslashes escaped
 
 
+def _selector(model: str, version: str, matchers: str) -> str:
+    sel = f"model={_label_value(model)},version={_label_value(version)}"
+    if matchers.strip():
+        sel += "," + matchers.strip().strip(",")
+    return sel
+
+
+def feedback_counts(
+    prom: Prometheus,
+    model: str,
+    version: str,
+    since_s: float,
+    *,
+    matchers: str = "",
+    at: float | None = None,
+) -> tuple[float, float]:
+    """(labels, of which correct) received for ``model:version``'s predictions over the
+    ``since_s`` seconds ending at ``at``."""
+    at = time.time() if at is None else at
+    span = f"{max(1, math.ceil(since_s))}s"
+    counts = prom.query(
+        "sum by (outcome) (increase(datawheel_feedback_total"
+        f"{{{_selector(model, version, matchers)}}}[{span}]))",
+        at,
+    )
+    by_outcome = {labels.get("outcome", ""): v for labels, v in counts if not math.isnan(v)}
+    correct = by_outcome.get("correct", 0.0)
+    return correct + by_outcome.get("incorrect", 0.0), correct
+
+
 def observe(
     prom: Prometheus,
     model: str,
@@ -117,6 +153,7 @@ def observe(
     *,
     matchers: str = "",
     at: float | None = None,
+    labels_since_s: float | None = None,
 ) -> Observation:
     """Inference requests, 5xx answers and p99 latency of ``model:version`` over ``window``
     ending at Unix time ``at`` (default: now).
@@ -124,13 +161,13 @@ def observe(
     All three queries are evaluated at the same instant, so the errors are a subset of the
     requests (a scrape landing between two queries would otherwise skew the ratio).
     ``matchers`` are extra label matchers (``namespace="datawheel"``) for a Prometheus that
-    scrapes more than one deployment of the same model.
+    scrapes more than one deployment of the same model. With ``labels_since_s``, the
+    feedback labels of the version's predictions over that many seconds are counted too
+    (:func:`feedback_counts`), for live accuracy.
     """
     at = time.time() if at is None else at
     validate_window(window)
-    sel = f'model={_label_value(model)},version={_label_value(version)},endpoint="infer"'
-    if matchers.strip():
-        sel += "," + matchers.strip().strip(",")
+    sel = _selector(model, version, matchers) + ',endpoint="infer"'
     requests = prom.value(f"sum(increase(datawheel_requests_total{{{sel}}}[{window}]))", at)
     errors = prom.value(
         f'sum(increase(datawheel_requests_total{{{sel},code=~"5.."}}[{window}]))', at
@@ -140,4 +177,11 @@ def observe(
         f"(rate(datawheel_request_duration_seconds_bucket{{{sel}}}[{window}])))",
         at,
     )
-    return Observation(requests=requests or 0.0, errors=errors or 0.0, p99_s=p99)
+    labels, correct = (
+        (0.0, 0.0)
+        if labels_since_s is None
+        else feedback_counts(prom, model, version, labels_since_s, matchers=matchers, at=at)
+    )
+    return Observation(
+        requests=requests or 0.0, errors=errors or 0.0, p99_s=p99, labels=labels, correct=correct
+    )

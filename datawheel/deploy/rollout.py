@@ -2,17 +2,25 @@
 
 Runbook (what ``datawheel deploy canary --model NAME`` does)::
 
+    vN      = NAME@candidate: what the evaluator promoted with canaries on; nothing else is
+              rolled out, a rejected model never (datawheel.deploy.candidate)
     stable  = Deployment datawheel-serve (serves NAME@champion; its HPA owns its size, S pods)
     canary  = Deployment datawheel-serve-canary: stable's pods, track=canary, NAME:vN pinned
     for each traffic share w in --steps (0.1, 0.25, 0.5):
         canary replicas = max(1, round(S * w / (1 - w))); wait until they are ready
         every --interval: ask Prometheus for both versions' inference error rate and p99
-        over --window, and judge (datawheel.deploy.canary_policy):
-            rollback -> delete the canary, stop
+        over --window, and their feedback labels since the canary started (live accuracy),
+        and judge (datawheel.deploy.canary_policy):
+            rollback -> delete the canary, unset the candidate, stop
             wait     -> look again (at most --max-waits times, then roll back: inconclusive)
             advance  -> next share
-    after the last share: champion alias -> vN (every stable pod hot-swaps to it within its
-    poll interval, so it takes all the traffic), then delete the canary.
+    after the last share: champion alias -> vN by compare-and-swap, expecting the champion
+    that was live when the canary started (every stable pod hot-swaps to it within its poll
+    interval, so it takes all the traffic), unset the candidate, then delete the canary.
+
+A rollback on the metrics (errors, latency, accuracy) unsets the candidate: the canary
+decided against it. One for want of a verdict (too little traffic, pods never ready) or an
+abort (Prometheus or the API down, Ctrl-C) leaves it, so the canary can be run again.
 
 The stable Deployment is never scaled: the canary only adds pods, so a bad canary never
 takes capacity away and the HorizontalPodAutoscaler is not fought. Its only change is the
@@ -42,6 +50,7 @@ from datawheel.deploy.canary_spec import (
     canary_replicas,
     check_follows_champion,
 )
+from datawheel.deploy.candidate import candidate_to_roll_out, retire_candidate
 from datawheel.deploy.kube import Deployments
 from datawheel.deploy.prom import Prometheus, observe, validate_window
 from datawheel.errors import DatawheelError
@@ -55,8 +64,7 @@ CANARY = "datawheel-serve-canary"
 
 @dataclass(frozen=True)
 class CanaryConfig:
-    model: str
-    version: str = "challenger"  # vN or an alias
+    model: str  # its candidate is rolled out
     steps: tuple[float, ...] = (0.1, 0.25, 0.5)  # canary traffic shares
     interval_s: float = 60.0  # between looks at the metrics
     window: str = "1m"  # PromQL range of each look: <= interval, so a look sees one step
@@ -73,9 +81,10 @@ def _now() -> str:
 
 
 class _RolledBack(Exception):
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, judged: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.judged = judged  # the metrics said no (not: no verdict): retire the candidate
 
 
 class _Rollout:
@@ -93,6 +102,7 @@ class _Rollout:
         self.store, self.kube, self.prom, self.cfg = store, deployments, prom, config
         self.log, self.sleep = log, sleep
         self.canary_created = False
+        self.canary_since = time.time()  # reset when the canary Deployment is created
         self.record: dict[str, Any] = {}
 
     # --- Kubernetes --------------------------------------------------------------------
@@ -145,20 +155,19 @@ class _Rollout:
                 f"wait for it, or remove it with 'kubectl -n {self.kube.namespace} delete "
                 f"deployment {cfg.canary_name}'",
             )
-        champion = registry.resolve(self.store, cfg.model, "champion").version
-        challenger = registry.resolve(self.store, cfg.model, cfg.version).version
-        if challenger == champion:
-            raise DatawheelError(
-                f"{cfg.model}:{challenger} is already the champion",
-                "register a new version (or pass --version) to roll out something new",
-            )
-        return stable, champion, challenger
+        champion, candidate = candidate_to_roll_out(self.store, cfg.model)
+        return stable, champion, candidate
 
-    def look(self, champion: str, challenger: str) -> tuple[Verdict, dict[str, Any]]:
+    def look(self, champion: str, candidate: str) -> tuple[Verdict, dict[str, Any]]:
         cfg = self.cfg
         at, m = time.time(), cfg.matchers  # both versions over the same window
-        canary = observe(self.prom, cfg.model, challenger, cfg.window, matchers=m, at=at)
-        stable = observe(self.prom, cfg.model, champion, cfg.window, matchers=m, at=at)
+        since = at - self.canary_since  # live accuracy: labels since the canary started
+        canary = observe(
+            self.prom, cfg.model, candidate, cfg.window, matchers=m, at=at, labels_since_s=since
+        )
+        stable = observe(
+            self.prom, cfg.model, champion, cfg.window, matchers=m, at=at, labels_since_s=since
+        )
         verdict = judge(canary, stable, cfg.thresholds)
         canary_ready = self._replicas(cfg.canary_name)[1]
         stable_ready = self._replicas(cfg.stable_name)[1]
@@ -170,7 +179,7 @@ class _Rollout:
         }
         return verdict, entry
 
-    def steps(self, stable: dict[str, Any], champion: str, challenger: str) -> None:
+    def steps(self, stable: dict[str, Any], champion: str, candidate: str) -> None:
         cfg = self.cfg
         for share in cfg.steps:
             n_stable = self._replicas(cfg.stable_name)[0]  # its HPA may have moved it
@@ -185,39 +194,51 @@ class _Rollout:
             }
             self.record["steps"].append(step)
             self.log(
-                f"step {share:g}: {n_canary} canary pod(s) of {cfg.model}:{challenger} next to "
+                f"step {share:g}: {n_canary} canary pod(s) of {cfg.model}:{candidate} next to "
                 f"{n_stable} stable pod(s) of {champion}"
             )
             if not self.canary_created:
-                ref = f"{cfg.model}:{challenger}"
+                ref = f"{cfg.model}:{candidate}"
                 self.kube.create(canary_deployment(stable, cfg.canary_name, ref, n_canary))
                 self.canary_created = True
+                self.canary_since = time.time()
             else:
                 self.kube.patch(cfg.canary_name, {"spec": {"replicas": n_canary}})
             self._wait_ready(cfg.canary_name, n_canary)
             for _ in range(cfg.max_waits + 1):
                 self.sleep(cfg.interval_s)
-                verdict, entry = self.look(champion, challenger)
+                verdict, entry = self.look(champion, candidate)
                 step["looks"].append(entry)
                 self.log(f"  {verdict.decision.value}: {verdict.reason}")
                 if verdict.decision is Decision.ROLLBACK:
-                    raise _RolledBack(verdict.reason)
+                    raise _RolledBack(verdict.reason, judged=True)
                 if verdict.decision is Decision.ADVANCE:
                     break
             else:
                 raise _RolledBack(f"inconclusive after {cfg.max_waits + 1} looks: {verdict.reason}")
 
-    def promote(self, challenger: str, reason: str) -> None:
+    def promote(self, candidate: str, reason: str) -> None:
         """Move the champion alias (the stable pods hot-swap to it), then drop the canary."""
         registry.promote(
             self.store,
             self.cfg.model,
-            challenger,
+            candidate,
             reason=f"canary: {reason}",
             expect=self.record["stable_version"],  # refused if the champion moved meanwhile
         )
-        self.record["champion_moved_to"] = challenger
+        self.record["champion_moved_to"] = candidate
+        self.retire(candidate, f"canary promoted it: {reason}")
         self.remove_canary()
+
+    def retire(self, candidate: str, reason: str) -> None:
+        """Unset the candidate alias (if it still points at ``candidate``); never raises:
+        the champion may have moved already, and the record must say so."""
+        try:
+            cleared = retire_candidate(self.store, self.cfg.model, candidate, reason)
+        except Exception as exc:  # the store failed: the next canary refuses a stale one
+            self.record["candidate_error"] = str(exc) or type(exc).__name__
+            cleared = False
+        self.record["candidate_cleared"] = cleared
 
 
 def run_canary(
@@ -232,13 +253,13 @@ def run_canary(
     """Roll ``config.version`` of ``config.model`` out next to the stable Deployment, then
     promote it or roll it back; the record of why (also written to the store)."""
     run = _Rollout(store, deployments, prom, config, log, sleep)
-    stable, champion, challenger = run.prepare()
+    stable, champion, candidate = run.prepare()
     cfg = config
     record = run.record
     record.update(
         model=cfg.model,
         stable_version=champion,
-        canary_version=challenger,
+        canary_version=candidate,
         namespace=deployments.namespace,
         stable_deployment=cfg.stable_name,
         canary_deployment=cfg.canary_name,
@@ -249,15 +270,18 @@ def run_canary(
         thresholds=cfg.thresholds.to_json(),
         started_at=_now(),
         steps=[],
+        candidate_cleared=False,
     )
     error: BaseException | None = None
     try:
-        run.steps(stable, champion, challenger)
+        run.steps(stable, champion, candidate)
         reason = f"healthy at every step ({', '.join(f'{w:g}' for w in cfg.steps)})"
-        run.promote(challenger, reason)
+        run.promote(candidate, reason)
         record.update(decision="promoted", reason=reason)
     except _RolledBack as exc:
         record.update(decision="rolled_back", reason=exc.reason)
+        if exc.judged:  # without a verdict the candidate stays, to be tried again
+            run.retire(candidate, f"canary rolled it back: {exc.reason}")
     except BaseException as exc:  # Prometheus/API down, Ctrl-C: remove the canary, re-raise
         record.update(decision="aborted", reason=str(exc) or type(exc).__name__)
         error = exc

@@ -14,6 +14,10 @@ Which alias the version gets follows the evaluation's decision:
 
 "With canaries" is the ``canary`` parameter OR the model's store setting
 (``models/NAME/deploy.json``, :mod:`datawheel.registry.deploy_settings`).
+
+The card records ``evaluated_against`` (the champion the evaluation compared with, which
+the canary checks) and, for a dataset version made by a harvest, ``trigger``: the reason
+in its lineage (why the flywheel ran).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from datawheel import registry
+from datawheel.data.versions import get_version
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.step import log, pipeline_step
 from datawheel.storage import Store, location, open_store
@@ -43,6 +48,16 @@ def target_alias(alias: str, decision: str, canary: bool, champion_seen: str | N
     if alias == "candidate" or (alias == "champion" and canary):
         return "candidate" if champion_seen is not None else "champion"
     return alias
+
+
+def _trigger(st: Store, dataset: str, version: str) -> str | None:
+    """Why the dataset version was made, when a harvest made it (its lineage's reason)."""
+    try:
+        lineage = get_version(st, dataset, version).manifest.get("lineage")
+    except DatawheelError:  # not in the store (a test, a foreign version): no trigger
+        return None
+    reason = lineage.get("reason") if isinstance(lineage, dict) else None
+    return str(reason) if reason else None
 
 
 def _check_champion(st: Store, name: str, seen: str | None) -> None:
@@ -116,6 +131,8 @@ def register_step(
         "reason": ev["reason"],
         "evaluated_against": ev.get("champion_version"),
     }
+    if trigger := _trigger(st, dataset, dataset_version):
+        card["trigger"] = trigger
     report = Path(report_path) if report_path else None
     extra = {"report.html": report} if report and report.is_file() else {}
     mv = registry.register(st, model_name, model_dir, card=card, extra_files=extra)

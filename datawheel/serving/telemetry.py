@@ -23,6 +23,12 @@ prediction_drift_score{model,version}        gauge     PSI of the predicted-clas
 drift_window_rows{model,version}             gauge     rows in the live drift window
 ========================================  =========  ==================================
 
+``feedback_total``'s ``version`` is the version that made the prediction, whichever
+replica takes the feedback; ``outcome`` is ``correct`` (the label confirmed it) or
+``incorrect`` (it corrected it). Both series of a version the server serves exist from
+the moment it serves it, at 0, so that ``increase()`` counts the first label too; the
+canary gate (:mod:`datawheel.deploy.prom`) reads live accuracy per version from them.
+
 The drift gauges (:mod:`datawheel.monitoring.live`) are NaN until the window holds enough
 rows, and absent for a version whose live drift is off (no reference). ``feature`` labels
 are bounded: the first ``feature_cap`` features of the model by name, the rest as one
@@ -161,6 +167,8 @@ class ServingMetrics:
             self.info.remove(self.model, *self._served)
         self._served = (version, checksum)
         self.info.labels(self.model, version, checksum).set(1)
+        for outcome in ("correct", "incorrect"):  # at 0: increase() then counts the first label
+            self.feedback.labels(self.model, version, outcome)
         self.load_seconds.labels(self.model, version).set(load_seconds)
 
     def live_drift(self, version: str, scores: LiveScores, cap: int) -> float:
