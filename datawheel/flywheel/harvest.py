@@ -308,8 +308,9 @@ def _write(
         f"{dv.name}@{dv.version} {what}: {parent.name}@{parent.version}'s "
         f"{_plural(int(parent.manifest['rows']), 'row')} + {_plural(merged.added, 'new row')}"
         f", {merged.relabelled} relabelled, from {_plural(result.labeled_rows, 'label')} in "
-        f"{window} ({result.corrections} corrections, {result.confirmations} confirmations, "
-        f"{_plural(merged.conflicts, 'conflict')}, {merged.duplicates} duplicates dropped)"
+        f"{window} ({_plural(result.corrections, 'correction')}, "
+        f"{_plural(result.confirmations, 'confirmation')}, "
+        f"{_plural(merged.conflicts, 'conflict')}, {merged.duplicates} duplicate(s) dropped)"
     )
     created = outcome in ("committed", "candidate")
     return _with_message(
