@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEMO_STORE ?= .datawheel/demo
 DEMO_EPOCHS ?= 40
 
-.PHONY: setup system-deps checkov demo test lint compile bench images clean
+.PHONY: setup system-deps checkov demo demo-train test lint compile bench images clean
 
 # Image names and tags: the one setting, also read by datawheel.deploy.images and the kustomization.
 include manifests/base/images.env
@@ -34,9 +34,14 @@ system-deps:
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-## demo: train on digits twice on the embedded default store; the 2nd run faces the champion
-demo: export DATAWHEEL_CHECKPOINT_DIR := $(DEMO_STORE)-checkpoints
+## demo: the flywheel closes the loop on the embedded default store: train, serve, shifted
+## traffic and user corrections, the watcher retrains, the server hot-swaps, accuracy rises
 demo: setup
+	$(BIN)/python -m datawheel.flywheel.demo --store $(DEMO_STORE) --epochs $(DEMO_EPOCHS)
+
+## demo-train: train on digits twice on the embedded default store; the 2nd run faces the champion
+demo-train: export DATAWHEEL_CHECKPOINT_DIR := $(DEMO_STORE)-checkpoints
+demo-train: setup
 	rm -rf $(DEMO_STORE) $(DEMO_STORE)-checkpoints
 	$(BIN)/datawheel run training --local --store file://$(DEMO_STORE) \
 		--param epochs=$(DEMO_EPOCHS) --param seed=0

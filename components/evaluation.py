@@ -30,6 +30,7 @@ def evaluate(
     classification: Output[ClassificationMetrics],
     report: Output[Markdown],
     html_report: Output[HTML],
+    production_tolerance: float = 0.0,
 ) -> NamedTuple("EvaluateOutputs", [("decision", str), ("evaluation", str)]):
     """Test metrics, confusion matrix, HTML report, and promote/reject against the champion."""
     import json
@@ -48,6 +49,7 @@ def evaluate(
         metrics,
         seed=seed,
         html_path=html_report.path,
+        production_tolerance=production_tolerance,
     )
     classification.log_confusion_matrix(ev["classes"], ev["confusion"])
     return namedtuple("EvaluateOutputs", ["decision", "evaluation"])(ev["decision"], json.dumps(ev))

@@ -23,7 +23,7 @@ def harvest(
     window holds no new labels."""
     from collections import namedtuple
 
-    from datawheel.orchestration.harvest import harvest_step
+    from datawheel.orchestration.harvest_step import harvest_step
 
     out = harvest_step(store, model_name, since, until, reason, report.path, metrics)
     return namedtuple("HarvestOutputs", ["name", "version", "created"])(
@@ -34,7 +34,7 @@ def harvest(
 @dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
 def unchanged(store: str, model_name: str, dataset_name: str, version: str) -> str:
     """The run summary when the harvest found no new labels: the champion stays."""
-    from datawheel.orchestration.harvest import unchanged_summary
+    from datawheel.orchestration.harvest_step import unchanged_summary
 
     return unchanged_summary(store, model_name, dataset_name, version)
 
@@ -43,6 +43,6 @@ def unchanged(store: str, model_name: str, dataset_name: str, version: str) -> s
 def decision_alias(decision: str) -> str:
     """The alias the evaluator's decision earns: ``champion`` for promote (the register step
     makes it ``candidate`` when the deployment uses canaries), else ``challenger``."""
-    from datawheel.orchestration.harvest import alias_for
+    from datawheel.orchestration.harvest_step import alias_for
 
     return alias_for(decision)

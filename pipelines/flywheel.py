@@ -38,6 +38,8 @@ def flywheel(
     split_seed: int = 0,
     margin: float = 0.0,
     drift_window: str = "24h",
+    canary: bool = False,
+    production_tolerance: float = 0.0,
 ) -> str:
     new = harvest(store=store, model_name=model_name, since=since, until=until, reason=reason)
     on_cluster(new, "harvest")
@@ -86,6 +88,7 @@ def flywheel(
             seed=seed,
             splits=splits.outputs["splits"],
             model=trained.outputs["model"],
+            production_tolerance=production_tolerance,
         )
         on_cluster(scored, "evaluate")
         alias = on_cluster(decision_alias(decision=scored.outputs["decision"]), "decision-alias")
@@ -99,6 +102,7 @@ def flywheel(
             alias=alias.output,
             model=trained.outputs["model"],
             report=scored.outputs["html_report"],
+            canary=canary,
         )
         on_cluster(registered, "register")
     with dsl.Else(name="no-new-labels"):
