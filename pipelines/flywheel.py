@@ -45,9 +45,7 @@ def flywheel(
     on_cluster(new, "harvest")
     with dsl.If(new.outputs["created"] == True, name="new-labels"):  # noqa: E712 (KFP DSL)
         checked = on_cluster(
-            validate(
-                store=store, dataset_name=new.outputs["name"], version=new.outputs["version"]
-            ),
+            validate(store=store, dataset_name=new.outputs["name"], version=new.outputs["version"]),
             "validate",
         )
         drift = drift_report(
