@@ -77,7 +77,10 @@ def run_flywheel_subprocess(
     arguments: dict[str, Any], *, pipeline_root: str = ".datawheel/runs"
 ) -> dict[str, Any]:
     """Run the ``flywheel`` pipeline in a child process; its summary, or DatawheelError."""
-    cmd = [sys.executable, "-m", "datawheel.flywheel.launch", pipeline_root, json.dumps(arguments)]
+    # -P: the working directory is not put on sys.path, so a folder there named like a
+    # module kfp imports (this repository's docker/, say) cannot shadow it
+    cmd = [sys.executable, "-P", "-m", "datawheel.flywheel.launch", pipeline_root]
+    cmd.append(json.dumps(arguments))
     preexec = _die_with_parent()
     done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
