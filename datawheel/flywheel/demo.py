@@ -171,7 +171,19 @@ def main(argv: list[str] | None = None) -> int:
         _wait_ledger(store, before.labeled)
 
         _step(4, "the watcher looks at the ledger and starts the flywheel")
-        _run(["watch", "--model", MODEL, "--store", store, "--local", "--once"])
+        _run(
+            [
+                "watch",
+                "--model",
+                MODEL,
+                "--store",
+                store,
+                "--local",
+                "--once",
+                "--pipeline-root",
+                str(root / "runs"),
+            ]
+        )
 
         _step(5, "the running server follows the champion alias")
         after_version = _wait_swap(url, before_version)

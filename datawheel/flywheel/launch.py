@@ -82,14 +82,16 @@ def run_flywheel_subprocess(
     cmd = [sys.executable, "-P", "-m", "datawheel.flywheel.launch", pipeline_root]
     cmd.append(json.dumps(arguments))
     preexec = _die_with_parent()
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=preexec, check=False)
+    # stdout carries the result line; the child's progress (one line per step) goes to
+    # this process's stderr as it happens
+    done = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=preexec, check=False)
     lines = [ln for ln in done.stdout.splitlines() if ln.strip()]
     try:
         result: dict[str, Any] = json.loads(lines[-1]) if lines else {}
     except ValueError:
         result = {}
     if done.returncode != 0 or result.get("status") != "SUCCEEDED":
-        first = result.get("error") or (done.stderr.strip().splitlines() or ["no output"])[-1]
+        first = result.get("error") or f"the child exited {done.returncode}"
         raise DatawheelError(
             f"the flywheel pipeline failed: {str(first)[:300]}",
             f"see the run's log {result.get('log', 'under ' + pipeline_root)}",
@@ -238,6 +240,19 @@ class KfpLauncher:
 # --- the child process of run_flywheel_subprocess --------------------------------------
 
 
+def _progress(event: Any, stream: Any = sys.__stderr__) -> None:
+    """One plain stderr line per step start and end, and the steps' own messages. The real
+    stderr, bound at import: while the runner runs, ``sys.stderr`` is its own log tap."""
+    if event.kind == "start":
+        text = f"flywheel: {event.task} ..."
+    elif event.kind == "end":
+        text = f"flywheel: {event.task} {event.text.lower()}"
+    else:
+        text = f"flywheel:   {event.text}"
+    stream.write(text + "\n")  # not print(): kfp.local swaps builtins.print while it runs
+    stream.flush()
+
+
 def _child(pipeline_root: str, arguments: dict[str, Any]) -> int:
     from datawheel.orchestration.local_runner import LocalRunner
     from datawheel.pipelines import PIPELINES
@@ -245,7 +260,7 @@ def _child(pipeline_root: str, arguments: dict[str, Any]) -> int:
     if "flywheel" not in PIPELINES:
         print(json.dumps({"status": "FAILED", "error": "no flywheel pipeline in this install"}))
         return 1
-    result = LocalRunner(pipeline_root).run(PIPELINES["flywheel"], arguments)
+    result = LocalRunner(pipeline_root, on_event=_progress).run(PIPELINES["flywheel"], arguments)
     out = {
         "status": result.status,
         "error": result.error,

@@ -70,10 +70,10 @@ STEP_RESOURCES: dict[str, StepResources] = {
 # ingest, validate and prep are not: their failures are about the data (a missing source, a
 # column that is not numeric, a split training cannot use) and a retry fails the same way
 # minutes later. Their store calls already retry network blips inside the S3 client.
-# lr-grid and pick-best are pure functions of their inputs. harvest is retried: its output
-# is content-addressed (a rerun finds the candidate or version it wrote) and its failures are
-# the store's (an unreachable S3 endpoint mid-harvest).
-RETRIED_STEPS = frozenset({"train", "evaluate", "register", "harvest"})
+# lr-grid and pick-best are pure functions of their inputs. harvest is not retried either:
+# its failures are about the model or the ledger (no such model, no dataset), and a rerun of
+# the pipeline is safe, since its output is content-addressed.
+RETRIED_STEPS = frozenset({"train", "evaluate", "register"})
 
 
 @dataclass(frozen=True)
