@@ -167,7 +167,7 @@ def test_a_launch_that_fails_gives_the_reason_back(tmp_path: Path) -> None:
         api.fail_runs = False
         clock.t += 60  # the cooldown was given back: the next cycle tries again
         (again,) = watcher.step()
-    assert again.action == "started" and again.key == d.key and again.run_id == "run-2"
+    assert again.action == "started" and again.key == d.key and again.external_id == "run-2"
 
 
 def test_watchers_racing_on_one_store_start_one_run(tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_kfp_runs_are_followed_through_get_run(tmp_path: Path) -> None:
         watcher = Watcher(store, WatchConfig("digits"), launcher, observe=Signals(drift=True),
                           clock=clock)  # fmt: skip
         (d,) = watcher.step()
-        assert d.action == "started" and d.run_id == "run-1"
+        assert d.action == "started" and d.external_id == "run-1"
         (run,) = api.posts("/apis/v2beta1/runs")
         assert run["runtime_config"]["parameters"]["reason"].startswith("drift:")
         assert run["display_name"].startswith("flywheel-digits-drift-")
@@ -307,3 +307,26 @@ def test_kfp_runs_that_end_badly_are_failed(tmp_path: Path, state: str) -> None:
         api.run_state = state
         assert launcher.status(handle) == FAILED
     assert launcher.status(handle) == "unknown"  # the API is gone: ask again later
+
+
+def test_the_default_local_run_is_kfp_local_in_a_child_and_fails_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """The real flywheel pipeline through kfp.local, on a store without the model: the
+    first step fails, and the launcher reports it as FAILED with that step's error."""
+    from datawheel.flywheel.launch import run_flywheel_subprocess
+
+    finished: list[tuple[str, str, dict[str, Any]]] = []
+    launcher = LocalLauncher(
+        lambda a: run_flywheel_subprocess(a, pipeline_root=str(tmp_path / "runs")),
+        on_finish=lambda *args: finished.append(args),
+    )
+    args = {"store": f"file://{tmp_path}/empty", "model_name": "digits", "reason": "test"}
+    handle = launcher.start(args, "r1")
+    assert launcher.wait("r1", 300) == FAILED
+    ((run_id, status, result),) = finished
+    assert (run_id, status) == ("r1", FAILED) and handle["run_id"] == "r1"
+    error = result["error"]
+    assert error.startswith("the flywheel pipeline failed: ") and "\n" not in error
+    assert "digits" in error and "Fix: see the run's log" in error
+    assert list((tmp_path / "runs").glob("run-*.log"))  # kfp.local ran and logged

@@ -62,6 +62,7 @@ class Decision:
     detail: str = ""
     observation: dict[str, Any] | None = None
     launch_seconds: float | None = None
+    external_id: str = ""  # the launcher's id of the run (KFP's run id), if not run_id
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v not in ("", None)}
@@ -133,6 +134,7 @@ class Watcher:
 
     def _finish(self, run: dict[str, Any], status: str, now: float, detail: str) -> Decision:
         self.state.finish(run["run_id"], status, now=now, detail=detail)
+        external = str((run.get("handle") or {}).get("run_id") or "")
         return Decision(
             "finished",
             now,
@@ -141,6 +143,7 @@ class Watcher:
             run.get("reason", ""),
             run["run_id"],
             detail=f"{status}{': ' + detail if detail else ''}",
+            external_id=external if external != run["run_id"] else "",
         )
 
     # --- deciding ------------------------------------------------------------------------
@@ -212,7 +215,9 @@ class Watcher:
             return base
         launched = time.perf_counter() - t0
         self.state.attach(run_id, handle)
-        base.action, base.run_id = "started", str(handle.get("run_id") or run_id)
+        base.action, base.run_id = "started", run_id
+        if str(handle.get("run_id") or run_id) != run_id:
+            base.external_id = str(handle["run_id"])
         base.launch_seconds = round(launched, 4)
         return base
 
