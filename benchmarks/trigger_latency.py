@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from kfp_recorder import kfp_api  # type: ignore[import-not-found]  # noqa: E402
 
 from datawheel.flywheel.alerts import create_app  # noqa: E402
+from datawheel.flywheel.controller import WatchConfig, Watcher  # noqa: E402
 from datawheel.flywheel.launch import (  # noqa: E402
     KfpLauncher,
     Launcher,
@@ -43,7 +44,6 @@ from datawheel.flywheel.launch import (  # noqa: E402
     run_flywheel_subprocess,
 )
 from datawheel.flywheel.rules import Observation  # noqa: E402
-from datawheel.flywheel.watch import WatchConfig, Watcher  # noqa: E402
 from datawheel.storage import LocalStore  # noqa: E402
 
 ALERT = {

@@ -20,10 +20,10 @@ import uvicorn
 import yaml
 
 from datawheel.flywheel.alerts import ACCURACY_ALERTS, DRIFT_ALERTS, create_app
+from datawheel.flywheel.controller import WatchConfig, Watcher
 from datawheel.flywheel.launch import LocalLauncher
 from datawheel.flywheel.rules import Observation
-from datawheel.flywheel.state import WatchState
-from datawheel.flywheel.watch import WatchConfig, Watcher
+from datawheel.flywheel.run_state import WatchState
 from datawheel.storage import LocalStore
 
 RULES = Path(__file__).resolve().parent.parent / "manifests" / "monitoring" / "prometheusrule.yaml"

@@ -52,11 +52,14 @@ def test_splits_without_production_flags_are_all_reference(tmp_path: Path, split
     assert not loaded.test_production.any()
     with pytest.raises(ValueError, match="one flag per test row"):
         Splits(
-            *[getattr(splits, k) for k in ("x_train", "y_train", "x_val", "y_val")],
-            splits.x_test,
-            splits.y_test,
-            splits.transform,
-            np.ones(3, np.bool_),
+            x_train=splits.x_train,
+            y_train=splits.y_train,
+            x_val=splits.x_val,
+            y_val=splits.y_val,
+            x_test=splits.x_test,
+            y_test=splits.y_test,
+            transform=splits.transform,
+            test_production=np.ones(3, np.bool_),
         )
 
 

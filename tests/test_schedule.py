@@ -10,7 +10,7 @@ from kfp_recorder import kfp_api
 
 from datawheel.cli.main import main
 from datawheel.errors import DatawheelError
-from datawheel.flywheel.schedule import create_schedule, validate_cron
+from datawheel.flywheel.recurring import create_schedule, validate_cron
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "training.yaml"
 

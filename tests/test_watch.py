@@ -19,10 +19,10 @@ from typing import Any
 import pytest
 from kfp_recorder import kfp_api
 
+from datawheel.flywheel.controller import WatchConfig, Watcher
 from datawheel.flywheel.launch import FAILED, RUNNING, SUCCEEDED, KfpLauncher, LocalLauncher
 from datawheel.flywheel.rules import Observation, Thresholds
-from datawheel.flywheel.state import WatchState
-from datawheel.flywheel.watch import WatchConfig, Watcher
+from datawheel.flywheel.run_state import WatchState
 from datawheel.storage import LocalStore
 
 
@@ -199,7 +199,7 @@ _KILLED_WATCHER = textwrap.dedent(
     import sys, threading
     from datawheel.flywheel.launch import LocalLauncher
     from datawheel.flywheel.rules import Observation
-    from datawheel.flywheel.watch import WatchConfig, Watcher
+    from datawheel.flywheel.controller import WatchConfig, Watcher
     from datawheel.storage import LocalStore
 
     def observe(w, now):

@@ -8,7 +8,7 @@ import tempfile
 import click
 
 from datawheel.errors import DatawheelError
-from datawheel.flywheel.schedule import create_schedule, validate_cron
+from datawheel.flywheel.recurring import create_schedule, validate_cron
 from datawheel.pipelines import PIPELINES
 
 __all__ = ["schedule"]

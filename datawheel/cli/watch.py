@@ -1,5 +1,5 @@
 """``datawheel watch``: start the flywheel pipeline by itself when drift, live accuracy or new
-labels call for it, and on the Alertmanager webhook (see :mod:`datawheel.flywheel.watch`)."""
+labels call for it, and on the Alertmanager webhook (see :mod:`datawheel.flywheel.controller`)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from typing import Any
 import click
 
 from datawheel.errors import DatawheelError
+from datawheel.flywheel.controller import Decision, WatchConfig, Watcher
 from datawheel.flywheel.launch import KfpLauncher, Launcher, LocalLauncher, run_flywheel_subprocess
 from datawheel.flywheel.rules import Thresholds
-from datawheel.flywheel.watch import Decision, WatchConfig, Watcher
 
 __all__ = ["watch"]
 

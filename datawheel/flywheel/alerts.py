@@ -32,8 +32,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from datawheel.flywheel.controller import Decision, Watcher
 from datawheel.flywheel.rules import Trigger, bucket
-from datawheel.flywheel.watch import Decision, Watcher
 
 __all__ = ["ACCURACY_ALERTS", "DRIFT_ALERTS", "MAX_BODY", "PayloadError", "create_app", "triggers"]
 

@@ -6,8 +6,8 @@
 * **labels**: ``new_labels`` or more labels arrived since the last run started.
 
 Each rule returns a :class:`Trigger` (why a run should start, and the key that makes "the
-same reason" the same: :mod:`datawheel.flywheel.state` claims a key at most once) or None.
-Nothing here reads a store or a clock: :mod:`datawheel.flywheel.watch` builds the
+same reason" the same: :mod:`datawheel.flywheel.run_state` claims a key at most once) or None.
+Nothing here reads a store or a clock: :mod:`datawheel.flywheel.controller` builds the
 :class:`Observation`, these functions decide.
 """
 

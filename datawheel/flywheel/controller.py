@@ -3,7 +3,7 @@
 :meth:`Watcher.step` is one cycle: follow the run in flight (finished? its owner dead?),
 observe (:mod:`datawheel.flywheel.observe`), ask the rules (:mod:`datawheel.flywheel.rules`)
 and, if one holds, :meth:`Watcher.fire` it. ``fire`` is also what the Alertmanager webhook
-calls. The guards live in the store (:mod:`datawheel.flywheel.state`): one run in flight,
+calls. The guards live in the store (:mod:`datawheel.flywheel.run_state`): one run in flight,
 the cooldown between run starts, and each reason claimed once, so a restarted watcher, a
 second replica or a storm of alerts never starts a second run for the same reason.
 
@@ -27,7 +27,7 @@ from datawheel.errors import DatawheelError
 from datawheel.flywheel.launch import FAILED, SUCCEEDED, UNKNOWN, Launcher
 from datawheel.flywheel.observe import observe_model
 from datawheel.flywheel.rules import Observation, Thresholds, Trigger, evaluate
-from datawheel.flywheel.state import WatchState, owner_alive
+from datawheel.flywheel.run_state import WatchState, owner_alive
 from datawheel.storage import Store
 
 __all__ = ["Decision", "WatchConfig", "Watcher"]
