@@ -130,9 +130,7 @@ def create_schedule(
     except DatawheelError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatawheelError(
-            f"KFP API at {host} refused or failed the recurring run: {first[:200]}",
-            "check --host (the KFP API URL, e.g. http://localhost:8080) and your credentials",
-        ) from exc
+        from datawheel.orchestration.remote import api_error
+
+        raise api_error(host, "the recurring run", exc) from exc
     return str(getattr(result, "recurring_run_id", result))

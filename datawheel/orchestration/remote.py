@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from datawheel.errors import DatawheelError
 
-__all__ = ["submit"]
+__all__ = ["api_error", "submit"]
 
 
 class _Client(Protocol):
@@ -42,9 +42,14 @@ def submit(
     except DatawheelError:
         raise
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DatawheelError(
-            f"KFP API at {host} refused or failed the submission: {first[:200]}",
-            "check --host (the KFP API URL, e.g. http://localhost:8080) and your credentials",
-        ) from exc
+        raise api_error(host, "the submission", exc) from exc
     return str(getattr(result, "run_id", result))
+
+
+def api_error(host: str, what: str, exc: Exception) -> DatawheelError:
+    """A KFP API failure (``what`` it was asked) as one line: its first line and the fix."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DatawheelError(
+        f"KFP API at {host} refused or failed {what}: {first[:200]}",
+        "check --host (the KFP API URL, e.g. http://localhost:8080) and your credentials",
+    )
