@@ -173,8 +173,9 @@ def test_component_compiles_with_its_artifacts(tmp_path: Path) -> None:
     params = component["outputDefinitions"]["parameters"]
     assert params["dataset_drift"]["parameterType"] == "BOOLEAN"
     assert set(component["inputDefinitions"]["parameters"]) == {
-        "store", "reference", "current", "model", "since", "label"
+        "store", "reference", "current", "model", "since", "label", "required"
     }  # fmt: skip
+    assert component["inputDefinitions"]["parameters"]["required"]["defaultValue"] is True
 
 
 _KFP_LOCAL = """

@@ -37,6 +37,10 @@ CAP, HEADER_TIMEOUT, BODY_TIMEOUT = 40, 1.5, 12.0  # the body timeout spans the 
 # times and keeps the best. A real stall (parsing on the loop, exhausted descriptors) puts
 # every attempt far beyond 2x: before these fixes, a bystander waited seconds.
 ATTEMPTS = 3
+# A bystander starved by the attack would wait for the attack's timeouts (seconds); on two
+# shared vCPUs the attack's own CPU adds milliseconds (measured 1 ms -> 3-4 ms). The bound
+# tells the two apart; a ratio of sub-millisecond p99s measured the machine, not the server.
+STARVED = 0.25
 ARGS = [
     *("--max-connections", str(CAP)),
     *("--header-timeout", str(HEADER_TIMEOUT)),
@@ -166,7 +170,7 @@ def test_heavy_bodies_slow_only_themselves(server: ServerProcess) -> None:
                 attacking.set()
                 under += bystander.run(0.5)
                 attacking.clear()
-            if _p99(under) <= 2 * _p99(base):
+            if _p99(under) < STARVED:
                 break
     finally:
         attacking.set()
@@ -178,7 +182,7 @@ def test_heavy_bodies_slow_only_themselves(server: ServerProcess) -> None:
     assert len(statuses) >= 10 and set(statuses) == {400}, statuses
     # answered, and not stalled behind parsing (before this, probes waited seconds)
     assert probes and all(status == 200 and took < 2.0 for status, took in probes), probes
-    assert _p99(under) <= 2 * _p99(base), (
+    assert _p99(under) < STARVED, (
         f"bystander p99 {_p99(under) * 1000:.2f} ms under attack vs {_p99(base) * 1000:.2f} ms"
     )
 
@@ -203,7 +207,11 @@ class _SlowClient:
         discard it), else send one more byte."""
         if self.sock is None:
             return
-        if select.select([self.sock], [], [], 0)[0]:
+        # poll, not select: the attack's 1,000 sockets plus what the forked test process
+        # already holds can pass select()'s FD_SETSIZE of 1024
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        if poller.poll(0):
             self.reply = self.outcome()
             self.close()
             return
@@ -278,7 +286,7 @@ def test_slow_clients_are_timed_out_and_capped_never_starve_others(
         ids_before = len(bystander.ids)
         for _ in range(ATTEMPTS):
             under = bystander.run(1.5)
-            if _p99(under) <= 2 * _p99(base):
+            if _p99(under) < STARVED:
                 break
         new_clients = [_new_client_infer(server.port) for _ in range(10)]  # never a reset
         health = [_health(server.port) for _ in range(10)]
@@ -302,7 +310,7 @@ def test_slow_clients_are_timed_out_and_capped_never_starve_others(
             assert "connections" in str(doc["error"]) and headers.get("retry-after") == "1"
     assert any(status == 503 for status, _, _ in new_clients)  # the cap was full
     assert all(status == 200 and took < 2.0 for status, took in health), health
-    assert _p99(under) <= 2 * _p99(base), (
+    assert _p99(under) < STARVED, (
         f"bystander p99 {_p99(under) * 1000:.2f} ms under attack vs {_p99(base) * 1000:.2f} ms"
     )
     assert "open" not in outcomes  # every slow client was answered or closed: none held
