@@ -134,7 +134,7 @@ def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
 
 
 def _load_image_folder(root: Path, size: int) -> Loaded:
-    from PIL import Image, UnidentifiedImageError
+    from datawheel.data.images import GRAY_MODES, ImageError, Preprocessing, image_row, open_image
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
@@ -150,26 +150,16 @@ def _load_image_folder(root: Path, size: int) -> Loaded:
     ]
     if not files:
         raise DatawheelError(f"image folder {str(root)!r} has no images", "add .png/.jpg files")
-    images: list[Image.Image] = []
+    images = []
     for _, f in files:
         try:
-            with Image.open(f) as im:
-                images.append(im.copy())
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DatawheelError(
-                f"cannot read image {str(f)!r}", "remove or replace the file"
-            ) from exc
-    color = any(im.mode not in ("1", "L", "LA", "I", "I;16", "F") for im in images)
-    mode, channels = ("RGB", 3) if color else ("L", 1)
-    pixels = np.stack(
-        [
-            np.asarray(im.convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.float32)
-            .reshape(size, size, channels)
-            .transpose(2, 0, 1)
-            .reshape(-1)
-            for im in images
-        ]
-    ) / np.float32(255.0)
+            images.append(open_image(f))
+        except ImageError as exc:
+            raise DatawheelError(f"cannot read image: {exc}", "remove or replace the file") from exc
+    color = any(im.mode not in GRAY_MODES for im in images)
+    prep = Preprocessing("RGB" if color else "L", size, size)
+    pixels = np.stack([image_row(im, prep) for im in images])
     frame = pd.DataFrame(pixels, columns=[f"px_{i}" for i in range(pixels.shape[1])])
     frame["label"] = [cls for cls, _ in files]
-    return Loaded(frame=frame, label="label", source=str(root), image_shape=(channels, size, size))
+    shape = (prep.channels, size, size)
+    return Loaded(frame=frame, label="label", source=str(root), image_shape=shape)

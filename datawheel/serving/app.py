@@ -20,6 +20,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import datawheel
+from datawheel.serving.inputs import image_rows
 from datawheel.serving.ledger import LedgerUnavailable
 from datawheel.serving.prescan import CONTAINER_SLACK, VALUE_SLACK, JsonBudget, json_head_size
 from datawheel.serving.protocol import (
@@ -231,9 +232,19 @@ class ServingApp:
             )
             body = await self._read_body(scope, receive, budget)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+            model = serving.model
             request: InferRequest = parse_infer_request(
-                body, headers, n_features=serving.model.n_features, max_rows=self.limits.max_rows
+                body,
+                headers,
+                n_features=model.n_features,
+                max_rows=self.limits.max_rows,
+                signature=model.signature,
             )
+            if request.images is not None and model.signature.image is not None:
+                # decoding and resizing can take milliseconds a file: off the event loop
+                request.rows = await asyncio.get_running_loop().run_in_executor(
+                    None, image_rows, request.images, model.signature.image
+                )
         except BaseException:
             serving.batcher.retract()
             raise
@@ -295,27 +306,8 @@ class ServingApp:
 
     async def _model_metadata(self, *_: Any) -> Response:
         m = self.serving.model
-        return (
-            200,
-            orjson.dumps(
-                {
-                    "name": m.name,
-                    "versions": [m.version],
-                    "platform": "pytorch_torchscript",
-                    "inputs": [{"name": "input", "datatype": "FP32", "shape": [-1, m.n_features]}],
-                    "outputs": [
-                        {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                        {
-                            "name": "probabilities",
-                            "datatype": "FP32",
-                            "shape": [-1, len(m.classes)],
-                        },
-                    ],
-                    "parameters": {"classes": m.classes, "checksum": m.checksum},
-                }
-            ),
-            {},
-        )
+        doc = m.signature.metadata(m.name, m.version, m.classes, m.checksum)
+        return 200, orjson.dumps(doc), {}
 
 
 Response = tuple[int, bytes, dict[str, str]]

@@ -19,8 +19,10 @@ import torch
 
 from datawheel import registry
 from datawheel.data.transform import Transform
+from datawheel.data.versions import get_version
 from datawheel.monitoring.baseline import REFERENCE_FILE, DriftReference
 from datawheel.serving.drift_baseline import served_reference
+from datawheel.serving.signature import Signature, signature_of
 from datawheel.storage import Store
 from datawheel.training.export import load_exported
 
@@ -38,6 +40,7 @@ class ServedModel:
     load_seconds: float
     features: tuple[str, ...]
     device: str
+    signature: Signature  # what it takes on the wire, how it describes itself
     drift_reference: DriftReference | None = None  # None: live drift is off for this version
     drift_note: str = ""  # where the reference came from, or why there is none
 
@@ -49,6 +52,25 @@ class ServedModel:
 
     def labels(self, probabilities: np.ndarray) -> list[str]:
         return [self.classes[i] for i in probabilities.argmax(axis=1)]
+
+
+def _dataset_source(store: Store, card: dict[str, Any]) -> str | None:
+    """Where the version's training data came from: its dataset version's source, or its
+    first ancestor's that was not a harvest; None when that cannot be read (the metadata
+    then says less, the model serves all the same)."""
+    name, version = card.get("dataset"), card.get("dataset_version")
+    try:
+        for _ in range(100):
+            if not isinstance(name, str) or not isinstance(version, str):
+                return None
+            manifest = get_version(store, name, version).manifest
+            source = str(manifest.get("source") or "")
+            if not source.startswith("harvest:"):
+                return source
+            version = manifest.get("parent")
+    except Exception:  # a missing or unreadable dataset: only the description is poorer
+        return None
+    return None
 
 
 def load_served(
@@ -72,10 +94,16 @@ def load_served(
             0.0,
             tuple(transform.features),
             device,
+            signature_of(
+                transform, _dataset_source(store, mv.card) if transform.image_shape else None
+            ),
         )
         rng = np.random.default_rng(0)
+        categorical = [model.signature.column[f] for f in model.signature.codes]
         for n in (1, warmup_rows):  # first calls pay TorchScript's profiling/optimization passes
-            model.predict(rng.normal(size=(n, model.n_features)).astype(np.float32))
+            rows = rng.normal(size=(n, model.n_features)).astype(np.float32)
+            rows[:, categorical] = 0.0  # the "other" category: a code the model knows
+            model.predict(rows)
         found = served_reference(store, mv, Path(tmp), transform, model.predict)
     return replace(
         model,

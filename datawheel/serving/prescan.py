@@ -12,7 +12,8 @@ commas inside strings, which is why the budgets keep generous slack.
 
 An infer request needs one list per row plus a handful (the document, ``inputs``, the
 tensor, ``shape``, ``outputs``, ``parameters``) and one comma per value plus a handful, so
-its budget is ``max_rows + 64`` containers and ``max_rows x features + 1024`` commas.
+its budget is ``max_rows + 64`` containers and ``max_rows x features + 1024`` commas, plus
+a few per feature for named inputs (each its own tensor object).
 """
 
 from __future__ import annotations
@@ -53,9 +54,9 @@ class JsonBudget:
 
     @classmethod
     def for_infer(cls, *, max_rows: int, n_features: int, head_bytes: int | None) -> JsonBudget:
-        return cls(
-            containers=max_rows + CONTAINER_SLACK,
-            commas=max_rows * n_features + VALUE_SLACK,
+        return cls(  # named inputs: a tensor object, its shape, data and parameters each
+            containers=max_rows + CONTAINER_SLACK + 4 * n_features,
+            commas=max_rows * n_features + VALUE_SLACK + 8 * n_features,
             what=f"an infer request of at most {max_rows} rows x {n_features} features",
             hint=" (one list per row); send each row as one flat list of numbers",
             head_bytes=head_bytes,

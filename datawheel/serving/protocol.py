@@ -7,13 +7,16 @@ Every client mistake raises :class:`ProtocolError` with a 4xx status and a messa
 
 from __future__ import annotations
 
-import reprlib
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import orjson
+
+from datawheel.serving.inputs import parse_named
+from datawheel.serving.signature import IMAGE_INPUT, Signature
+from datawheel.serving.wire import NUMERIC, ProtocolError, binary_part, brief, error_body
 
 __all__ = [
     "InferRequest",
@@ -24,62 +27,16 @@ __all__ = [
     "parse_infer_request",
 ]
 
-_NUMERIC: dict[str, np.dtype[Any]] = {
-    "FP16": np.dtype("<f2"),
-    "FP32": np.dtype("<f4"),
-    "FP64": np.dtype("<f8"),
-    "INT8": np.dtype("i1"),
-    "INT16": np.dtype("<i2"),
-    "INT32": np.dtype("<i4"),
-    "INT64": np.dtype("<i8"),
-    "UINT8": np.dtype("u1"),
-    "UINT16": np.dtype("<u2"),
-    "UINT32": np.dtype("<u4"),
-    "UINT64": np.dtype("<u8"),
-}
 _HEADER = "inference-header-content-length"
-
-
-class ProtocolError(Exception):
-    """A bad request: ``status`` is 400, 404, 413 or 422."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 @dataclass
 class InferRequest:
-    rows: np.ndarray  # float32 [n, n_features]
+    rows: np.ndarray  # float32 [n, n_features]; empty until ``images`` are decoded
     id: str | None = None
     outputs: list[str] = field(default_factory=list)  # empty: all outputs
     binary_outputs: set[str] = field(default_factory=set)
-
-
-_BRIEF = reprlib.Repr()
-_BRIEF.maxlevel, _BRIEF.maxlist, _BRIEF.maxdict = 3, 8, 8
-_BRIEF.maxstring = _BRIEF.maxother = _BRIEF.maxlong = 120
-
-
-def brief(value: object, limit: int = 100) -> str:
-    """``repr(value)`` for an error message, cut to about ``limit`` characters.
-
-    Error bodies quote what the client sent; a 3 MB id must not come back as a 3 MB 404.
-    A long string keeps its first ``limit`` characters and says how long it was:
-    ``'aaaa...'...(3000000 chars)``. Other values are abbreviated by :mod:`reprlib`
-    (safe on deep nesting) and cut to ``limit`` characters.
-    """
-    if isinstance(value, str):
-        if len(value) <= limit:
-            return repr(value)
-        return f"{value[:limit]!r}...({len(value)} chars)"
-    text = _BRIEF.repr(value)
-    return text if len(text) <= limit else f"{text[:limit]}..."
-
-
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+    images: list[bytes] | None = None  # PNG/JPEG files of an 'image' input, to decode
 
 
 def _split_binary(body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes]:
@@ -95,7 +52,8 @@ def _split_binary(body: bytes, headers: dict[str, str]) -> tuple[bytes, bytes]:
     return body[:size], body[size:]
 
 
-_NUMBER_TYPES = frozenset((int, float))  # what orjson gives for JSON numbers (bool is apart)
+# what orjson gives for JSON numbers (bool is apart), and null: a missing value (NaN)
+_NUMBER_TYPES = frozenset((int, float, type(None)))
 
 
 def _json_values(data: Any, shape: list[int], n_rows: int, n_cols: int) -> list[Any]:
@@ -137,7 +95,9 @@ def _json_values(data: Any, shape: list[int], n_rows: int, n_cols: int) -> list[
             )
         types.update(map(type, data))
     if not types <= _NUMBER_TYPES:
-        raise ProtocolError(400, "input 'data' must hold only numbers")
+        raise ProtocolError(
+            400, "input 'data' must hold only numbers (or null for a missing value)"
+        )
     return data
 
 
@@ -173,30 +133,24 @@ def _tensor(
     datatype = spec.get("datatype")
     if not isinstance(datatype, str):
         raise ProtocolError(400, "input 'datatype' is required, e.g. \"FP32\"")
-    dtype = _NUMERIC.get(datatype)
+    dtype = NUMERIC.get(datatype)
     if dtype is None:
         raise ProtocolError(
             422,
             f"datatype {brief(datatype)} is not supported; send FP32 "
-            f"(or another numeric type: {', '.join(_NUMERIC)})",
+            f"(or another numeric type: {', '.join(NUMERIC)})",
         )
     shape, n_rows, n_cols = _shape(spec, n_features, max_rows)
     count = n_rows * n_cols
-    params = spec.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise ProtocolError(400, "input 'parameters' must be an object")
-    size = params.get("binary_data_size")
-    if size is not None:
-        if type(size) is not int or size < 0 or offset + size > len(binary):
-            raise ProtocolError(400, "binary_data_size does not match the binary payload")
-        if size != count * dtype.itemsize:
+    raw, offset = binary_part(spec, binary, offset)
+    if raw is not None:
+        if len(raw) != count * dtype.itemsize:
             raise ProtocolError(
                 400,
-                f"binary_data_size {size} != {count} x {dtype.itemsize} "
+                f"binary_data_size {len(raw)} != {count} x {dtype.itemsize} "
                 f"bytes for shape {shape} {datatype}",
             )
-        array = np.frombuffer(binary[offset : offset + size], dtype=dtype)
-        offset += size
+        array = np.frombuffer(raw, dtype=dtype)
     else:
         values = _json_values(spec.get("data"), shape, n_rows, n_cols)
         try:
@@ -209,10 +163,39 @@ def _tensor(
     return rows, offset
 
 
+def _single_tensor(inputs: list[Any], signature: Signature | None) -> bool:
+    """Whether ``inputs`` is the one ``[n, n_features]`` tensor (else: named inputs).
+
+    One input is the tensor unless it is named like a feature or ``image``; a model with
+    categorical features takes no tensor (a 422 that lists the inputs it wants)."""
+    if signature is None:
+        if len(inputs) != 1 or not isinstance(inputs[0], dict):
+            raise ProtocolError(400, "'inputs' must be a list with exactly one tensor object")
+        return True
+    if len(inputs) != 1 or not isinstance(inputs[0], dict):
+        return False
+    name = inputs[0].get("name")
+    if name in signature.column or (name == IMAGE_INPUT and signature.image is not None):
+        return False
+    if not signature.tensor_ok:
+        raise ProtocolError(
+            422,
+            f"this model has categorical features, so it takes no single tensor "
+            f"{brief(name)}: send {signature.wanted()}",
+        )
+    return True
+
+
 def parse_infer_request(
-    body: bytes, headers: dict[str, str], *, n_features: int, max_rows: int
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    n_features: int,
+    max_rows: int,
+    signature: Signature | None = None,
 ) -> InferRequest:
-    """Parse and validate an infer request for a model with ``n_features`` inputs."""
+    """Parse and validate an infer request for a model with ``n_features`` inputs: the single
+    tensor, or (given the model's ``signature``) named per-feature or image inputs."""
     head, binary = _split_binary(body, headers)
     try:
         doc = orjson.loads(head)
@@ -221,9 +204,19 @@ def parse_infer_request(
     if not isinstance(doc, dict):
         raise ProtocolError(400, "body must be a JSON object with an 'inputs' list")
     inputs = doc.get("inputs")
-    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(400, "'inputs' must be a list with exactly one tensor object")
-    rows, used = _tensor(inputs[0], memoryview(binary), 0, n_features, max_rows)
+    if not isinstance(inputs, list) or not inputs:
+        raise ProtocolError(
+            400,
+            "'inputs' must be a list of tensor objects: exactly one [n, n_features] tensor, "
+            "or one per feature",
+        )
+    images = None
+    if _single_tensor(inputs, signature):
+        rows, used = _tensor(inputs[0], memoryview(binary), 0, n_features, max_rows)
+    else:
+        assert signature is not None
+        named, images, used = parse_named(inputs, memoryview(binary), signature, max_rows)
+        rows = named if named is not None else np.empty((0, n_features), np.float32)
     if used != len(binary):
         raise ProtocolError(400, f"{len(binary) - used} bytes of binary payload are unused")
     request_id = doc.get("id")
@@ -232,7 +225,7 @@ def parse_infer_request(
     params = doc.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(400, "'parameters' must be an object")
-    req = InferRequest(rows=rows, id=request_id)
+    req = InferRequest(rows=rows, id=request_id, images=images)
     all_binary = params.get("binary_data_output") is True
     outputs = doc.get("outputs")
     if outputs is not None and not isinstance(outputs, list):
