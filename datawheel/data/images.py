@@ -17,6 +17,7 @@ the server is decoded, converted, resized and scaled exactly as training did:
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,8 +114,10 @@ def open_image(
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))  # PIL's own check, at open
+        count = f"{found.group(1)} pixels" if found else "more pixels"
         raise ImageError(
-            f"{what} has more pixels than the limit of {max_pixels} (a decompression bomb?): {exc}",
+            f"{what} has {count}, more than the limit of {max_pixels} (a decompression bomb?)",
             too_large=True,
         ) from exc
     except UnidentifiedImageError as exc:

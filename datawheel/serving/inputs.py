@@ -239,9 +239,13 @@ def image_rows(files: list[bytes], prep: Preprocessing, max_pixels: int = MAX_PI
         try:
             im = open_image(data, formats=_IMAGE_FORMATS, max_pixels=min(left, max_pixels))
         except ImageError as exc:
-            status = 413 if exc.too_large else 422
-            budget = f" (all images of a request together: {max_pixels})" if i else ""
-            raise ProtocolError(status, f"image {i}: {exc}{budget}") from None
+            if exc.too_large and left < max_pixels:
+                raise ProtocolError(
+                    413,
+                    f"image {i}: with the images before it, the request holds more than "
+                    f"{max_pixels} pixels; send fewer or smaller images per request",
+                ) from None
+            raise ProtocolError(413 if exc.too_large else 422, f"image {i}: {exc}") from None
         left -= im.width * im.height
         rows[i] = image_row(im, prep)
     return rows
