@@ -79,6 +79,8 @@ def test_the_metadata_describes_the_image_model(
     assert (image["mode"], image["resize"], image["scale"]) == ("L", "bilinear", "1/255")
     assert image["formats"] == ["PNG", "JPEG"] and image["max_pixels"] > 8000 * 4000
     assert "0..16" in image["training_data"] and "/16" in image["training_data"]
+    assert image["features"]["count"] == 64 and image["features"]["names"] == "px_0..px_63"
+    assert "features" not in params  # pixels are described by the image, not one by one
     forms = params["input_forms"]
     assert forms["image"]["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
     assert "base64" in forms["image"]["note"]

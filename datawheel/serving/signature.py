@@ -102,13 +102,12 @@ class Signature:
             image["max_pixels"] = MAX_PIXELS
             if self.image_source:
                 image["training_data"] = self.image_source
-            parameters["image"] = image
-            parameters["features"] = {
+            image["features"] = {  # pixels: not listed one by one
                 "count": len(self.features),
                 "names": f"{self.features[0]}..{self.features[-1]}",
-                "type": "numeric",
-                "layout": "pixels, channel-first, row-major, 0..1",
+                "layout": "the pixels channel-first, row-major, 0..1",
             }
+            parameters["image"] = image
         else:
             parameters["features"] = self.schema
         parameters["input_forms"] = forms
