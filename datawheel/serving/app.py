@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 import datawheel
 from datawheel.serving.inputs import image_rows
 from datawheel.serving.ledger import LedgerUnavailable
+from datawheel.serving.model import ServedModel
 from datawheel.serving.prescan import CONTAINER_SLACK, VALUE_SLACK, JsonBudget, json_head_size
 from datawheel.serving.protocol import (
     InferRequest,
@@ -233,22 +234,18 @@ class ServingApp:
             body = await self._read_body(scope, receive, budget)
             headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
             model = serving.model
-            request: InferRequest = parse_infer_request(
-                body,
-                headers,
-                n_features=model.n_features,
-                max_rows=self.limits.max_rows,
-                signature=model.signature,
-            )
-            if request.images is not None and model.signature.image is not None:
-                # decoding and resizing can take milliseconds a file: off the event loop
-                request.rows = await asyncio.get_running_loop().run_in_executor(
-                    None, image_rows, request.images, model.signature.image
-                )
+            request = await self._parse(body, headers, model)
         except BaseException:
             serving.batcher.retract()
             raise
         result, rows = await serving.batcher.submit(request.rows)
+        if result.version != model.version and not serving.model.signature.same_inputs(
+            model.signature
+        ):  # swapped between parsing and the batch to a version that encodes rows otherwise
+            model = serving.model
+            request = await self._parse(body, headers, model)
+            serving.batcher.announce()
+            result, rows = await serving.batcher.submit(request.rows)
         body, extra = encode_infer_response(
             request,
             model=serving.model.name,
@@ -258,6 +255,24 @@ class ServingApp:
             prediction_ids=result.ids[rows],
         )
         return 200, body, extra
+
+    async def _parse(
+        self, body: bytes, headers: dict[str, str], model: ServedModel
+    ) -> InferRequest:
+        """The request, its rows encoded for ``model`` (images decoded off the event loop)."""
+        request = parse_infer_request(
+            body,
+            headers,
+            n_features=model.n_features,
+            max_rows=self.limits.max_rows,
+            signature=model.signature,
+        )
+        if request.images is not None and model.signature.image is not None:
+            # decoding and resizing can take milliseconds a file: off the event loop
+            request.rows = await asyncio.get_running_loop().run_in_executor(
+                None, image_rows, request.images, model.signature.image
+            )
+        return request
 
     async def _feedback(self, scope: Scope, receive: Receive, parts: list[str]) -> Response:
         rows = self.limits.max_rows  # room for feedback on a whole batch in one body

@@ -54,6 +54,10 @@ class Signature:
         """Whether the single ``[n, n_features]`` tensor is accepted (no categorical feature)."""
         return not self.codes
 
+    def same_inputs(self, other: Signature) -> bool:
+        """Whether a request parses into the same rows for both (features, codes, image)."""
+        return (self.features, self.codes, self.image) == (other.features, other.codes, other.image)
+
     def named_inputs(self) -> list[dict[str, Any]]:
         return [
             {"name": f, "datatype": "BYTES" if f in self.codes else "FP32", "shape": [-1]}
