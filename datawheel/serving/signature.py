@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from datawheel.data.images import MAX_PIXELS, Preprocessing
+from datawheel.data.images import Preprocessing
 from datawheel.data.transform import Transform
 
 __all__ = ["DIGITS_SOURCE", "IMAGE_INPUT", "Signature", "signature_of"]
@@ -103,7 +103,6 @@ class Signature:
             }
             image = self.image.describe()
             image["formats"] = list(_IMAGE_FORMATS)
-            image["max_pixels"] = MAX_PIXELS
             if self.image_source:
                 image["training_data"] = self.image_source
             image["features"] = {  # pixels: not listed one by one
