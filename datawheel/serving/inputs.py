@@ -12,16 +12,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import io
 import struct
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from datawheel.data.images import MAX_PIXELS, ImageError, Preprocessing, image_row, open_image
 from datawheel.serving.signature import IMAGE_INPUT, Signature
 from datawheel.serving.wire import NUMERIC, ProtocolError, binary_part, brief
 
-__all__ = ["image_rows", "parse_named"]
+__all__ = ["image_pixels", "image_rows", "parse_named"]
 
 _IMAGE_FORMATS = ("PNG", "JPEG")
 _NONE = type(None)
@@ -228,6 +230,19 @@ def parse_named(
         )
         rows[:, sig.column[name]] = column
     return rows, None, offset
+
+
+def image_pixels(files: list[bytes]) -> int:
+    """The pixels of all ``files`` by their headers (nothing decoded; about 20 us a file);
+    a file whose header cannot be read counts as :data:`MAX_PIXELS`."""
+    total = 0
+    for data in files:
+        try:
+            with Image.open(io.BytesIO(data), formats=_IMAGE_FORMATS) as im:
+                total += im.width * im.height
+        except Exception:  # image_rows says what is wrong with it
+            total += MAX_PIXELS
+    return total
 
 
 def image_rows(files: list[bytes], prep: Preprocessing, max_pixels: int = MAX_PIXELS) -> np.ndarray:
