@@ -3,6 +3,11 @@
 Pure functions, no I/O. Supports JSON tensors and Triton's binary-tensor extension
 (``Inference-Header-Content-Length``), which ``tritonclient.http`` uses by default.
 Every client mistake raises :class:`ProtocolError` with a 4xx status and a message.
+
+The single ``[n, n_features]`` number tensor is parsed here (the fast path; JSON ``null`` is
+NaN, a missing value the model imputes); one input per feature and the ``image`` input are
+parsed by :mod:`datawheel.serving.inputs`, as the model's
+:class:`~datawheel.serving.signature.Signature` says.
 """
 
 from __future__ import annotations
