@@ -5,8 +5,6 @@
 
 from __future__ import annotations
 
-import os
-
 from datawheel.storage.base import (
     DEFAULT_STORE_URI,
     KeyNotFoundError,
@@ -38,26 +36,22 @@ __all__ = [
 
 
 def open_store(uri: str | None = None) -> Store:
-    """Open the store named by ``uri`` (default: ``$DATAWHEEL_STORE`` or ``./.datawheel``).
+    """Open the store named by ``uri`` (default: ``$DATAWHEEL_STORE`` or ``file://.datawheel``).
 
-    ``file://PATH`` (or a bare path) opens a :class:`LocalStore`; ``s3://bucket/prefix``
-    opens an S3 store whose endpoint and credentials come from the environment
-    (see :class:`datawheel.storage.settings.S3Settings`).
+    ``file://PATH`` (or a bare path) opens a :class:`LocalStore`, whose folder is made by the
+    first write (so reading never creates anything); ``s3://bucket/prefix`` opens an S3 store
+    whose endpoint and credentials come from the environment (see
+    :class:`datawheel.storage.settings.S3Settings`). A malformed URI raises StoreError.
     """
-    uri = uri or os.environ.get("DATAWHEEL_STORE") or DEFAULT_STORE_URI
-    if uri.startswith("s3://"):
+    from datawheel.storage.settings import local_store_path, store_uri
+
+    uri = store_uri(uri)
+    path = local_store_path(uri)
+    if path is None:
         from datawheel.storage.s3 import S3Store
 
         return S3Store.from_uri(uri)
-    if uri.startswith("file://"):
-        return LocalStore(uri[len("file://") :] or ".")
-    if "://" in uri:
-        scheme = uri.split("://", 1)[0]
-        raise StoreError(
-            f"unknown store scheme {scheme!r} in {uri!r}",
-            "use file://PATH for a local folder or s3://BUCKET/PREFIX for S3/MinIO",
-        )
-    return LocalStore(uri)
+    return LocalStore(path)
 
 
 def location(store: Store, key: str) -> str:

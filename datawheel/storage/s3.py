@@ -25,6 +25,7 @@ import urllib3
 from minio import Minio
 from minio.error import MinioException, S3Error
 
+from datawheel.redact import redact, redact_netloc
 from datawheel.storage.base import KeyNotFoundError, StoreError
 from datawheel.storage.files import atomic_write
 from datawheel.storage.keys import validate_key
@@ -62,7 +63,12 @@ def _http_client() -> urllib3.PoolManager:
 
 
 def _reason(exc: BaseException) -> str:
-    """A short one-line cause, e.g. 'Connection refused', out of a urllib3 error chain."""
+    """A short one-line cause, e.g. 'Connection refused', out of a urllib3 error chain, with
+    the credentials of any URL in it masked."""
+    return redact(_raw_reason(exc))
+
+
+def _raw_reason(exc: BaseException) -> str:
     if isinstance(exc, S3Error):
         return " ".join(str(exc.message).split())[:200]
     inner = getattr(exc, "reason", None) or exc
@@ -111,7 +117,7 @@ class S3Store:
             )
         except ValueError as exc:
             raise StoreError(
-                f"S3 endpoint {settings.endpoint!r} is invalid: {exc}",
+                f"S3 endpoint {redact_netloc(settings.endpoint)!r} is invalid: {redact(str(exc))}",
                 "set DATAWHEEL_S3_ENDPOINT=host:port",
             ) from exc
         store = cls(client, bucket, prefix, settings)
@@ -127,7 +133,7 @@ class S3Store:
     @contextmanager
     def _errors(self, action: str, key: str | None = None) -> Iterator[None]:
         """Turn minio/urllib3 failures into one-line :class:`StoreError`s."""
-        endpoint = self.settings.endpoint
+        endpoint = redact_netloc(self.settings.endpoint)
         try:
             yield
         except S3Error as exc:
@@ -254,8 +260,8 @@ class S3Store:
                 self.delete(probe)
         if not (first and not second):
             raise StoreError(
-                f"the S3 server at {self.settings.endpoint} ignores conditional writes "
-                "(PutObject with If-None-Match), so concurrent writers could overwrite each "
+                f"the S3 server at {redact_netloc(self.settings.endpoint)} ignores conditional "
+                "writes (PutObject with If-None-Match), so concurrent writers could overwrite each "
                 "other's model versions and aliases",
                 "use a server that honours them: AWS S3, SeaweedFS 3.x/4.x, or MinIO from "
                 "RELEASE.2024-08 on",

@@ -1,16 +1,65 @@
-"""Connection settings for S3-compatible stores, read from the environment."""
+"""Where the store is: the store URI (``--store``, ``$DATAWHEEL_STORE``, the default) and the
+S3 connection settings, read from the environment.
+
+A store URI is ``file://PATH`` (a relative PATH is relative to the working folder; ``~`` is
+the home folder), a bare path, or ``s3://BUCKET/PREFIX``. Anything else that looks like a
+URI (``file:``, ``file:x``, ``::::``) is refused rather than taken for a folder name.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from datawheel.storage.base import StoreError
+from datawheel.redact import redact_netloc
+from datawheel.storage.base import DEFAULT_STORE_URI, StoreError
 
-__all__ = ["S3Settings"]
+__all__ = ["STORE_ENV", "S3Settings", "local_store_path", "store_uri"]
+
+STORE_ENV = "DATAWHEEL_STORE"
+_STORE_FIX = (
+    "pass --store file://PATH (a folder, e.g. file://.datawheel or file:///srv/datawheel), "
+    f"a plain folder path, or s3://BUCKET/PREFIX; or set ${STORE_ENV} to one of those"
+)
+# 'scheme:' before any '/': a URI, not a folder name (a folder named 'a:b' is written ./a:b)
+_LOOKS_LIKE_URI = re.compile(r"^[^/]*:")
+
+
+def store_uri(uri: str | None = None, environ: Mapping[str, str] = os.environ) -> str:
+    """The store a command uses: ``uri`` (``--store``), else ``$DATAWHEEL_STORE``, else the
+    default ``file://.datawheel`` (a folder in the working folder)."""
+    chosen = (uri or "").strip() or environ.get(STORE_ENV, "").strip() or DEFAULT_STORE_URI
+    local_store_path(chosen)  # refuse a malformed URI here, before anything uses it
+    return chosen
+
+
+def local_store_path(uri: str) -> str | None:
+    """The folder of a ``file://`` or bare-path store URI, ``None`` for ``s3://``; a
+    malformed URI raises :class:`StoreError` naming it."""
+    if any(ch in uri for ch in "\x00\n\r") or not uri.strip():
+        raise StoreError(f"store {uri!r} is empty or has a control character", _STORE_FIX)
+    if uri.startswith("s3://"):
+        return None
+    if uri.startswith("file://"):
+        path = uri[len("file://") :]
+        if not path:
+            raise StoreError(f"store {uri!r} names no folder", _STORE_FIX)
+        return path
+    if "://" in uri:
+        raise StoreError(
+            f"store {uri!r} has the unknown scheme {uri.split('://', 1)[0]!r}", _STORE_FIX
+        )
+    if _LOOKS_LIKE_URI.match(uri):
+        raise StoreError(
+            f"store {uri!r} is not file://PATH, s3://BUCKET/PREFIX or a folder path",
+            f"{_STORE_FIX} (a folder whose name has a ':' is written ./NAME)",
+        )
+    return uri
+
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
@@ -60,9 +109,15 @@ class S3Settings:
                 "set DATAWHEEL_S3_ENDPOINT=host:port (or AWS_ENDPOINT_URL=http://host:port)",
             )
         parts = urlsplit(raw if "://" in raw else f"//{raw}")
+        if "@" in parts.netloc:  # keys in the URL would be printed with every error
+            raise StoreError(
+                f"S3 endpoint {redact_netloc(raw)!r} has credentials in it",
+                "set DATAWHEEL_S3_ENDPOINT to host:port only and the keys in "
+                "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
+            )
         if parts.scheme not in ("", "http", "https") or not parts.netloc or parts.path.strip("/"):
             raise StoreError(
-                f"S3 endpoint {raw!r} is not host:port or http(s)://host:port",
+                f"S3 endpoint {redact_netloc(raw)!r} is not host:port or http(s)://host:port",
                 "set DATAWHEEL_S3_ENDPOINT=host:port, e.g. minio.kubeflow:9000",
             )
         secure_raw = environ.get("DATAWHEEL_S3_SECURE", "").strip().lower()
