@@ -89,7 +89,7 @@ def _post(url: str, body: str) -> Any:
 
 def check(url: str, bodies: dict[str, list[str]]) -> str:
     """Each PNG body's label equals the FP32 label of the row the server decodes it to."""
-    from datawheel.data.images import Preprocessing
+    from datawheel.data.image_decode import Preprocessing
     from datawheel.serving.inputs import image_rows
 
     prep = Preprocessing("L", 8, 8)

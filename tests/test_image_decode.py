@@ -1,4 +1,4 @@
-"""The one image decode (datawheel.data.images): the loader and the server share it."""
+"""The one image decode (datawheel.data.image_decode): the loader and the server share it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from image_support import digit_image, encoded, png_bomb
 from PIL import Image
 from serving_support import digits_rows
 
-from datawheel.data.images import ImageError, Preprocessing, image_row, open_image
+from datawheel.data.image_decode import ImageError, Preprocessing, image_row, open_image
 from datawheel.data.sources import load_source
 from datawheel.errors import DatawheelError
 from datawheel.serving.inputs import image_rows

@@ -20,7 +20,7 @@ from serving_support import ServerProcess, copy_store, digits_rows, infer_body
 from tritonclient.utils import InferenceServerException
 
 from datawheel import registry
-from datawheel.data.images import Preprocessing
+from datawheel.data.image_decode import Preprocessing
 from datawheel.data.transform import Transform
 from datawheel.serving.inputs import image_rows
 from datawheel.serving.ledger import read_ledger

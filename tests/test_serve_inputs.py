@@ -175,7 +175,7 @@ def test_infinity_in_a_named_input_is_refused() -> None:
 
 
 def test_the_image_input_is_base64_in_json_and_raw_in_binary() -> None:
-    from datawheel.data.images import Preprocessing
+    from datawheel.data.image_decode import Preprocessing
 
     sig = Signature(("px_0",), {}, [], Preprocessing("L", 1, 1), column={"px_0": 0})
     files = [b"\x89PNG first", b"\xff\xd8 second"]

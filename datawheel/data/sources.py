@@ -134,7 +134,13 @@ def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
 
 
 def _load_image_folder(root: Path, size: int) -> Loaded:
-    from datawheel.data.images import GRAY_MODES, ImageError, Preprocessing, image_row, open_image
+    from datawheel.data.image_decode import (
+        GRAY_MODES,
+        ImageError,
+        Preprocessing,
+        image_row,
+        open_image,
+    )
 
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:

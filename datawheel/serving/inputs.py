@@ -3,7 +3,7 @@
 :func:`parse_named` turns the ``inputs`` of an infer request into the model's encoded float32
 rows ``[n, n_features]`` (raw numbers, and each categorical value as its code from the served
 version's transform), or into the image files of an ``image`` input, which
-:func:`image_rows` decodes exactly as training did (:mod:`datawheel.data.images`). What each
+:func:`image_rows` decodes exactly as training did (:mod:`datawheel.data.image_decode`). What each
 model accepts is its :class:`~datawheel.serving.signature.Signature`; every mistake is a
 :class:`~datawheel.serving.wire.ProtocolError` that names the inputs concerned.
 """
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from datawheel.data.images import MAX_PIXELS, ImageError, Preprocessing, image_row, open_image
+from datawheel.data.image_decode import MAX_PIXELS, ImageError, Preprocessing, image_row, open_image
 from datawheel.serving.signature import IMAGE_INPUT, Signature
 from datawheel.serving.wire import NUMERIC, ProtocolError, binary_part, brief
 

@@ -9,7 +9,7 @@ A :class:`Signature` is built once per loaded version from its transform:
 * a model without categorical features also takes today's single ``[n, n_features]``
   number tensor (any name), the fast path;
 * an image model also takes ``image``: ``BYTES`` ``[n]`` holding PNG or JPEG files (raw in
-  the binary extension, base64 strings in JSON), decoded by :mod:`datawheel.data.images`
+  the binary extension, base64 strings in JSON), decoded by :mod:`datawheel.data.image_decode`
   exactly as the training images were.
 
 :meth:`Signature.metadata` is the ``GET /v2/models/NAME`` document: ``inputs`` is the form
@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from datawheel.data.images import Preprocessing
+from datawheel.data.image_decode import Preprocessing
 from datawheel.data.transform import Transform
 
 __all__ = ["DIGITS_SOURCE", "IMAGE_INPUT", "Signature", "signature_of"]
