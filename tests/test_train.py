@@ -124,6 +124,8 @@ def test_rerun_after_crash_resumes_at_next_epoch_and_matches(
     assert any("resuming" in line and "after epoch 2" in line for line in log)
     assert _epoch_lines(log)[0].startswith("epoch 3/4 ")
     assert resumed.metrics["resumed_from_epoch"] == 2
+    assert resumed.metrics["epochs_trained"] == 2  # throughput over epochs 3 and 4 only
+    assert resumed.metrics["samples_per_second"] > 0
     assert _same_weights(resumed.model, straight.model)
     assert _untimed(resumed.history) == _untimed(straight.history)
 
@@ -153,6 +155,8 @@ def test_finished_run_is_returned_without_training(
     assert again.history == first.history
     assert again.metrics["val_loss"] == first.metrics["val_loss"]
     assert again.metrics["resumed_from_epoch"] == 3
+    # nothing trained here: no throughput figure borrowed from the cached run
+    assert again.metrics["epochs_trained"] == 0 and "samples_per_second" not in again.metrics
 
 
 def test_changed_config_ignores_the_checkpoint(tmp_path: Path) -> None:

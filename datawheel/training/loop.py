@@ -11,7 +11,9 @@ Resume rule: a checkpoint is reused when its fingerprint (every
 purpose: there is no learning-rate schedule, so re-running with a larger
 ``epochs`` continues the same run and ends exactly where an uninterrupted run
 with that ``epochs`` would. A run that stopped early, or already has at least
-``epochs`` epochs, is returned as it is without training more.
+``epochs`` epochs, is returned as it is without training more. The metrics say what this
+call did: ``resumed_from_epoch``, ``epochs_trained`` (``epochs_run`` counts the resumed
+ones too), and ``samples_per_second`` over the epochs trained here only, absent when none were.
 """
 
 from __future__ import annotations
@@ -208,6 +210,7 @@ def fit(
     init_state: dict[str, Tensor] | None = None,
     freeze: bool = False,
     log: Callable[[str], None] = print,
+    categorical: dict[int, int] | None = None,
 ) -> FitResult:
     """Train a classifier on normalized rows; resume from ``checkpoint_dir/last.pt`` if it fits."""
     config.validate()
@@ -215,8 +218,12 @@ def fit(
     device = pick_device()
     use_bf16 = device.type == "cuda"
     n_features = int(X_train.shape[1])
+    cats = {int(i): int(k) for i, k in (categorical or {}).items()}  # column -> categories
     fingerprint = ckpt.fingerprint(
-        {k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+        {
+            **{k: v for k, v in dataclasses.asdict(config).items() if k != "epochs"},
+            **({"categorical": sorted(cats.items())} if cats else {}),
+        },
         shapes=[X_train.shape, X_val.shape],
         n_classes=n_classes,
         image_shape=image_shape,
@@ -226,7 +233,9 @@ def fit(
     path = None if checkpoint_dir is None else Path(checkpoint_dir) / "last.pt"
     with ckpt.deterministic(device):
         ckpt.seed_everything(config.seed)
-        model = build_model(config.model_kind, n_features, n_classes, image_shape, config.hidden)
+        model = build_model(
+            config.model_kind, n_features, n_classes, image_shape, config.hidden, cats
+        )
         if init_state is not None:
             ckpt.load_init_state(model, init_state, log)
         if freeze:
@@ -280,17 +289,19 @@ def _result(model: Classifier, run: ckpt.RunState, device: torch.device, resumed
     model.load_state_dict(run.best_state)
     model.cpu().eval()
     best = run.history[run.best_epoch - 1]
-    fresh = run.history[resumed:] or run.history
-    samples = sum(h["samples_per_second"] * h["seconds"] for h in fresh)
-    seconds = sum(h["seconds"] for h in fresh)
+    fresh = run.history[resumed:]  # the epochs this call trained; the rest came from a checkpoint
     metrics = {
         "train_loss": best["train_loss"],
         "val_loss": best["val_loss"],
         "val_accuracy": best["val_accuracy"],
         "epochs_run": float(len(run.history)),
+        "epochs_trained": float(len(fresh)),
         "best_epoch": float(run.best_epoch),
-        "samples_per_second": samples / max(seconds, 1e-9),
         "resumed_from_epoch": float(resumed),
         "stopped_early": float(run.stopped_early),
     }
+    if fresh:  # throughput only of epochs run here, never a cached run's figure
+        seconds = sum(h["seconds"] for h in fresh)
+        samples = sum(h["samples_per_second"] * h["seconds"] for h in fresh)
+        metrics["samples_per_second"] = samples / max(seconds, 1e-9)
     return FitResult(model=model, metrics=metrics, history=list(run.history), device=str(device))
