@@ -122,13 +122,15 @@ def test_zero_byte_csv_is_empty(tmp_path: Path) -> None:
         load_source(str(path))
 
 
-def test_non_numeric_feature(tmp_path: Path) -> None:
+def test_text_feature_is_categorical(tmp_path: Path) -> None:
     path = tmp_path / "data.csv"
     frame = _table()
     frame["colour"] = ["red", "green", "blue"] * 4
     frame.to_csv(path, index=False)
-    with pytest.raises(DatawheelError, match=r"colour.*not numeric"):
-        load_source(str(path), label="target")
+    loaded = load_source(str(path), label="target")
+    assert loaded.categorical == ("colour",)
+    assert loaded.frame["colour"].tolist() == ["red", "green", "blue"] * 4
+    assert loaded.frame["a"].dtype == np.float32
 
 
 def test_garbage_parquet(tmp_path: Path) -> None:

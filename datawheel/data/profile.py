@@ -3,7 +3,9 @@
 :func:`describe` is the one place those facts are computed, for a candidate version at
 ingest and for a source in the pre-flight checks, so both are judged by the same numbers.
 The result is standard JSON: a statistic that is not finite is ``null``, and infinite
-values are counted (``infinite``) instead of poisoning ``min``/``max``/``mean``.
+values are counted (``infinite``) instead of poisoning ``min``/``max``/``mean``. A
+categorical feature (a text column, :mod:`datawheel.data.categorical`) is ``"kind":
+"categorical"`` in the schema, and its stats are its categories with their row counts.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from datawheel.data.categorical import category_counts
 
 __all__ = ["FLOAT32_MAX", "describe", "is_missing_label"]
 
@@ -58,6 +62,21 @@ def _column_stats(values: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _categorical_stats(values: pd.Series) -> dict[str, Any]:
+    counts = category_counts(values.tolist())
+    return {
+        "kind": "categorical",
+        "distinct": len(counts),
+        "categories": counts,
+        "missing": int(values.isna().sum()),
+        "infinite": 0,
+    }
+
+
+def _is_text(series: pd.Series) -> bool:
+    return not pd.api.types.is_numeric_dtype(series)
+
+
 def describe(frame: pd.DataFrame, label: str) -> dict[str, Any]:
     """Schema, per-feature stats and label distribution of a frame (standard JSON only).
 
@@ -66,7 +85,9 @@ def describe(frame: pd.DataFrame, label: str) -> dict[str, Any]:
     """
     features = [c for c in frame.columns if c != label]
     stats = {
-        str(col): _column_stats(frame[col].to_numpy(dtype=np.float64, na_value=np.nan))
+        str(col): _categorical_stats(frame[col])
+        if _is_text(frame[col])
+        else _column_stats(frame[col].to_numpy(dtype=np.float64, na_value=np.nan))
         for col in features
     }
     labels = frame[label]
@@ -74,7 +95,12 @@ def describe(frame: pd.DataFrame, label: str) -> dict[str, Any]:
     counts = labels[~missing].astype(str).value_counts().sort_index()
     return {
         "schema": {
-            "features": [{"name": str(c), "dtype": str(frame[c].dtype)} for c in features],
+            "features": [
+                {"name": str(c), "dtype": "string", "kind": "categorical"}
+                if _is_text(frame[c])
+                else {"name": str(c), "dtype": str(frame[c].dtype), "kind": "numeric"}
+                for c in features
+            ],
             "label": {"name": label, "dtype": "string"},
         },
         "rows": len(frame),

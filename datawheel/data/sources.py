@@ -1,19 +1,22 @@
 """Read a raw source into a DataFrame: built-in digits, CSV/Parquet, or an image folder.
 
-Every loader returns a :class:`Loaded` whose frame has numeric feature columns and
-one label column, plus the image shape when the features are pixels.
+Every loader returns a :class:`Loaded` whose frame has float32 numeric feature columns,
+text categorical ones (:mod:`datawheel.data.categorical`) and one label column, plus the
+image shape when the features are pixels.
 """
 
 from __future__ import annotations
 
 import io
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from datawheel.errors import DatawheelError
+from datawheel.data.categorical import categorize
+from datawheel.errors import DatawheelError, name_list
 
 __all__ = ["BUILTIN_SOURCES", "IMAGE_SUFFIXES", "Loaded", "load_source"]
 
@@ -30,6 +33,7 @@ class Loaded:
     label: str
     source: str
     image_shape: tuple[int, int, int] | None = None
+    categorical: tuple[str, ...] = ()  # the categorical feature columns
 
 
 def load_source(source: str, *, label: str = "label", image_size: int = 16) -> Loaded:
@@ -112,25 +116,38 @@ def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
             f"cannot parse {source!r} as {kind}: {str(exc).splitlines()[0]}",
             f"check that the file is valid {kind}",
         ) from exc
+    _refuse_duplicates(data, frame, source, is_parquet)
     if label not in frame.columns:
-        shown = ", ".join(map(str, list(frame.columns)[:8]))
         raise DatawheelError(
-            f"source {source!r} has no label column {label!r} (columns: {shown})",
+            f"source {source!r} has no label column {label!r} "
+            f"(columns: {name_list([str(c) for c in frame.columns])})",
             "name the label column with --param label=COLUMN",
         )
     features = [c for c in frame.columns if c != label]
     if not features:
         raise DatawheelError(f"source {source!r} has no feature columns", "add feature columns")
-    # A header-only CSV has object columns; leave "no rows" to ingest, not "not numeric".
-    bad = [str(c) for c in features if len(frame) and not pd.api.types.is_numeric_dtype(frame[c])]
-    if bad:
-        raise DatawheelError(
-            f"feature column(s) {', '.join(bad[:5])} in {source!r} are not numeric",
-            "encode them as numbers or drop them before ingest",
-        )
-    frame = frame.astype({str(c): np.float32 for c in features})
+    frame = frame.reset_index(drop=True)
+    categorical = categorize(frame, features)
     frame[label] = frame[label].astype(str)
-    return Loaded(frame=frame.reset_index(drop=True), label=label, source=source)
+    return Loaded(frame, label, source, None, tuple(categorical))
+
+
+def _header(data: bytes) -> list[str]:
+    """The column names of a CSV's first line, as written (pandas renames duplicates)."""
+    import csv
+
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", "replace").rstrip("\r")
+    return next(csv.reader([first]), [])
+
+
+def _refuse_duplicates(data: bytes, frame: pd.DataFrame, source: str, is_parquet: bool) -> None:
+    names = [str(c) for c in frame.columns] if is_parquet else _header(data)
+    twice = sorted(n for n, count in Counter(names).items() if count > 1)
+    if twice:
+        raise DatawheelError(
+            f"source {source!r} has more than one column named {name_list(twice)}",
+            "give every column its own name in the header",
+        )
 
 
 def _load_image_folder(root: Path, size: int) -> Loaded:

@@ -1,7 +1,8 @@
 """Train/val/test split by a fixed threshold on each row's content hash, and the fitted transform.
 
 A row's split is a fixed function of its feature values and the split seed alone: its
-canonical float32 bytes are hashed with BLAKE2b salted by the seed, the first 8 bytes map to
+canonical float32 bytes (and the text of its categorical values, never their codes, so no
+vocabulary moves a row) are hashed with BLAKE2b salted by the seed, the first 8 bytes map to
 ``u`` uniform in [0, 1), and ``u < test_fraction`` goes to test, ``u < test_fraction +
 val_fraction`` to val, anything else to train. So adding or removing rows never moves another
 row, identical rows always share a split, and each class lands in each split in proportion
@@ -10,7 +11,8 @@ reported (:class:`~datawheel.data.split_report.SplitReport`), not dropped.
 
 The split is written as ``splits.npz`` with RAW features (the exported model
 carries its own transform, so the champion and the challenger score the same raw
-test rows) and ``transform.json`` fitted on the training rows only. Rows that came from
+test rows; a categorical feature is its code under the categories fitted on train) and
+``transform.json`` fitted on the training rows only. Rows that came from
 production (a harvested version's ``production_rows``) are split by the same hash like any
 other; ``test_production`` marks which test rows they are, so the evaluation can score the
 reference and the production slices apart.
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from datawheel.data.categorical import categorical_features, encode_frame, fit_categories
 from datawheel.data.split_report import SPLIT_NAMES, SplitReport
 from datawheel.data.transform import Transform, fit_transform
 from datawheel.errors import DatawheelError
@@ -35,6 +38,7 @@ __all__ = [
     "SplitReport",
     "Splits",
     "assign_splits",
+    "frame_hashes",
     "load_splits",
     "plan_split",
     "row_hashes",
@@ -107,8 +111,42 @@ def assign_splits(
     x: np.ndarray, *, seed: int = 0, val_fraction: float = 0.15, test_fraction: float = 0.2
 ) -> np.ndarray:
     """Each row's split code (TRAIN, VAL, TEST) by a fixed threshold on its salted hash."""
+    return _assign(row_hashes(x, seed), val_fraction, test_fraction)
+
+
+def frame_hashes(
+    frame: pd.DataFrame, features: list[str], categorical: list[str], seed: int = 0
+) -> np.ndarray:
+    """:func:`row_hashes` of a frame with categorical (text) features: each row's numeric
+    values as canonical float32 bytes, then each categorical value as its UTF-8 text
+    (length-prefixed; a missing value is its own marker). Without categorical features this
+    is ``row_hashes`` of the numbers, so a numeric dataset's split never changed."""
+    numeric = [f for f in features if f not in categorical]
+    numbers = frame[numeric].to_numpy(np.float32, na_value=np.nan)
+    if not categorical:
+        return row_hashes(numbers, seed)
+    canon = numbers + np.float32(0.0)
+    canon[np.isnan(canon)] = np.nan
+    canon = np.ascontiguousarray(canon, dtype="<f4")
+    salt = hashlib.blake2b(str(int(seed)).encode(), digest_size=16).digest()
+    texts = frame[categorical].to_numpy(dtype=object)
+    digests = []
+    for i in range(len(frame)):
+        parts = [canon[i].tobytes()]
+        for value in texts[i]:
+            if value is None or (isinstance(value, float) and value != value):
+                parts.append(b"\xff\xff\xff\xff")
+            else:
+                data = str(value).encode()
+                parts.append(len(data).to_bytes(4, "little") + data)
+        digest = hashlib.blake2b(b"".join(parts), digest_size=8, salt=salt, person=_PERSON)
+        digests.append(digest.digest())
+    return np.frombuffer(b"".join(digests), "<u8").astype(np.uint64)
+
+
+def _assign(hashes: np.ndarray, val_fraction: float, test_fraction: float) -> np.ndarray:
     _check_fractions(val_fraction, test_fraction)
-    u = (row_hashes(x, seed) >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1)
+    u = (hashes >> np.uint64(11)).astype(np.float64) * 2.0**-53  # [0, 1)
     codes = np.full(len(u), TRAIN, np.int8)
     codes[u < test_fraction + val_fraction] = VAL
     codes[u < test_fraction] = TEST
@@ -128,6 +166,7 @@ class SplitPlan:
     val_fraction: float
     test_fraction: float
     production: np.ndarray = field(default_factory=_no_rows)  # bool per row; empty: none
+    categories: dict[str, list[str]] = field(default_factory=dict)  # fitted on the train rows
 
     def report(self) -> SplitReport:
         k = len(SPLIT_NAMES)
@@ -139,7 +178,9 @@ class SplitPlan:
         """The split rows and the transform fitted on train; raises if training cannot use it."""
         self.report().raise_if_unusable()
         train, val, test = (np.flatnonzero(self.assignment == code) for code in (TRAIN, VAL, TEST))
-        transform = fit_transform(self.x[train], self.features, self.classes, image_shape)
+        transform = fit_transform(
+            self.x[train], self.features, self.classes, image_shape, self.categories
+        )
         x, y = self.x, self.y
         production = self.production[test] if self.production.size else _no_rows()
         return Splits(x[train], y[train], x[val], y[val], x[test], y[test], transform, production)
@@ -172,8 +213,11 @@ def plan_split(
         raise DatawheelError(
             "rows carry labels outside the class list", "validate the dataset first"
         )
-    x = frame[features].to_numpy(np.float32)
-    assignment = assign_splits(x, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    categorical = categorical_features(frame, features)
+    hashes = frame_hashes(frame, features, categorical, seed)
+    assignment = _assign(hashes, val_fraction, test_fraction)
+    categories = fit_categories(frame.iloc[np.flatnonzero(assignment == TRAIN)], categorical)
+    x = encode_frame(frame, features, categories)
     return SplitPlan(
         x,
         y.to_numpy(np.int64),
@@ -184,6 +228,7 @@ def plan_split(
         val_fraction,
         test_fraction,
         flags,
+        categories,
     )
 
 

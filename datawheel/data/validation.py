@@ -7,7 +7,9 @@ missing feature values. The pre-flight checks of ``datawheel run`` apply the sam
 to the source before any step runs (:func:`check_frame`).
 
 RELATIVE checks compare with the dataset's reference (:func:`reference_for`): feature set
-and types, value ranges, unseen labels, row-count ratio and image shape.
+and types, value ranges, unseen labels, row-count ratio and image shape. A categorical
+feature has no range: categories the reference never had are a warning with their counts
+(the model codes them as "other"), not a failure.
 
 Each finding is an :class:`Anomaly`; ``hard`` ones fail; the Markdown report lists all.
 """
@@ -157,6 +159,9 @@ def absolute_anomalies(manifest: dict[str, Any], limits: ValidationLimits) -> li
         )
     _check_labels(manifest, limits, add)
     for col, stats in manifest["stats"].items():
+        if stats.get("kind") == "categorical":
+            _check_missing_category(str(col), int(stats["missing"]), rows, add)
+            continue
         _check_finite(str(col), stats, rows, add)
         _check_missing(str(col), int(stats["missing"]), rows, limits, add)
     return found
@@ -249,6 +254,16 @@ def _check_missing(col: str, missing: int, rows: int, limits: ValidationLimits, 
         add(Anomaly("missing", col, f"{fraction:.1%} missing", hard=False))
 
 
+def _check_missing_category(col: str, missing: int, rows: int, add: Add) -> None:
+    """A missing category is coded as "other", like an unseen one: a warning, unless no row
+    has a category at all."""
+    if rows and missing >= rows:
+        add(Anomaly("missing", col, "every value is missing", True, "drop the column"))
+    elif missing:
+        detail = f"{missing / rows:.1%} missing (coded as the 'other' category)"
+        add(Anomaly("missing", col, detail, hard=False))
+
+
 def check_frame(
     frame: pd.DataFrame, label: str, *, subject: str, limits: ValidationLimits | None = None
 ) -> ValidationReport:
@@ -317,7 +332,10 @@ def _relative(new: dict[str, Any], ref: dict[str, Any], limits: ValidationLimits
     for col in sorted(set(ref_types) & set(new_types)):
         if ref_types[col] != new_types[col]:
             hard("type", col, f"{new_types[col]} != reference {ref_types[col]}")
-        _check_range(col, new["stats"][col], ref["stats"][col], limits, hard)
+        if new["stats"][col].get("kind") == "categorical":
+            _check_categories(col, new["stats"][col], ref["stats"][col], add)
+        elif ref["stats"][col].get("kind") != "categorical":
+            _check_range(col, new["stats"][col], ref["stats"][col], limits, hard)
     unseen = sorted(set(new["classes"]) - set(ref["classes"]))
     if unseen:
         hard("labels", new_label, f"unseen labels {', '.join(unseen[:10])}")
@@ -326,6 +344,25 @@ def _relative(new: dict[str, Any], ref: dict[str, Any], limits: ValidationLimits
             "schema",
             "image_shape",
             f"{new.get('image_shape')} != reference {ref.get('image_shape')}",
+        )
+
+
+def _check_categories(col: str, new: dict[str, Any], ref: dict[str, Any], add: Add) -> None:
+    known = set(ref.get("categories") or {})
+    unseen = {c: int(n) for c, n in (new.get("categories") or {}).items() if c not in known}
+    if unseen:
+        rows = sum(unseen.values())
+        shown = ", ".join(f"{c!r} ({n})" for c, n in list(unseen.items())[:8])
+        more = f" and {len(unseen) - 8} more" if len(unseen) > 8 else ""
+        add(
+            Anomaly(
+                "categories",
+                col,
+                f"{len(unseen)} categor{'y' if len(unseen) == 1 else 'ies'} not in the "
+                f"reference, {rows} row(s): {shown}{more}",
+                hard=False,
+                fix="none needed: a model trained without them codes them as 'other'",
+            )
         )
 
 

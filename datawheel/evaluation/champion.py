@@ -144,6 +144,16 @@ def _score(
                 version, problem=f"champion {version} has an unreadable transform.json ({exc})"
             )
         mismatch = input_mismatch(version, champ_tf, transform)
+        kinds = [
+            f
+            for f in champ_tf.features
+            if (f in champ_tf.categories) != (f in transform.categories)
+        ]
+        if kinds and not mismatch:
+            mismatch = (
+                f"champion {version} types feature(s) {', '.join(kinds[:8])} otherwise "
+                "(categorical against numeric)"
+            )
         if mismatch:
             return ChampionScore(version, problem=mismatch)
         registry.fetch(store, mv, tmp, only=["model.ts"])
@@ -151,6 +161,7 @@ def _score(
     position = {f: i for i, f in enumerate(transform.features)}
     order = np.array([position[f] for f in champ_tf.features], np.intp)
     columns = None if np.array_equal(order, np.arange(len(order))) else order
+    x_test = transform.recode(x_test, champ_tf) if transform.categories else x_test
     try:
         pred = predict_classes(
             module, x_test, n_classes=len(champ_tf.classes), columns=columns, batch_size=batch_size

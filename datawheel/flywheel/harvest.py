@@ -132,6 +132,16 @@ def _dataset_of(store: Store, mv: registry.ModelVersion) -> ds.DatasetVersion:
     return parent
 
 
+def _categories(dv: ds.DatasetVersion) -> dict[str, list[str]]:
+    """Every category of each categorical feature of ``dv``, from its manifest."""
+    stats = dv.manifest.get("stats", {})
+    return {
+        f: [str(c) for c in stats[f].get("categories", {})]
+        for f in dv.features
+        if stats.get(f, {}).get("kind") == "categorical"
+    }
+
+
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -180,7 +190,8 @@ def harvest(
     parent = _dataset_of(store, mv)
     labels = read_labels(store, model, since, end)
     joined = join_predictions(store, model, labels, end)
-    rows = production_rows(store, model, joined, parent.features, parent.classes)
+    vocab = _categories(parent)
+    rows = production_rows(store, model, joined, parent.features, parent.classes, vocab)
     lineage: dict[str, Any] = {
         "kind": "harvest",
         "parent": parent.version,
@@ -236,6 +247,7 @@ def harvest(
         parent_production=ds.production_mask(parent.manifest, len(frame)),
         x=rows.x,
         labels=rows.labels,
+        vocab=vocab,
     )
     lineage.update(
         conflicts=merged.conflicts,

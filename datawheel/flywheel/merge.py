@@ -12,7 +12,8 @@ Rows are compared as the model sees them: their features as canonical float32 by
 * Anything else is appended after the parent's rows, oldest label first.
 
 The result says which rows came from production: the parent's production rows, the rows
-relabelled and the rows appended.
+relabelled and the rows appended. A categorical feature (text in the parent) is compared by
+its code in ``vocab``; appended rows get their categories back as text.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+
+from datawheel.data.categorical import decode_column, encode_frame
 
 __all__ = ["Merged", "content_keys", "merge_rows"]
 
@@ -55,12 +58,16 @@ def merge_rows(
     parent_production: np.ndarray,
     x: np.ndarray,
     labels: np.ndarray,
+    vocab: dict[str, list[str]] | None = None,
 ) -> Merged:
-    """Merge labelled rows ``x`` (in ``features`` order, oldest label first) into ``parent``."""
+    """Merge labelled rows ``x`` (in ``features`` order, oldest label first) into ``parent``;
+    ``vocab`` gives the categories that ``x``'s categorical codes index."""
+    vocab = vocab or {}
     n_parent, n_new = len(parent), len(labels)
     p_labels = parent[label].astype(str).to_numpy(dtype=object)
     new_labels = np.asarray(labels, dtype=object).astype(str).astype(object)
-    keys = np.concatenate([content_keys(parent[features].to_numpy(np.float32)), content_keys(x)])
+    parent_x = encode_frame(parent, features, vocab)
+    keys = np.concatenate([content_keys(parent_x), content_keys(x)])
     _, group = np.unique(keys, return_inverse=True)
     p_group, n_group = group[:n_parent], group[n_parent:]
     # The newest label of each distinct new feature row: the last one in the window.
@@ -90,7 +97,9 @@ def merge_rows(
     append = np.sort(newest[~np.isin(groups, p_group)])
     if len(append):
         rows = pd.DataFrame(np.asarray(x[append], np.float32), columns=features)
-        rows = rows.astype({f: parent[f].dtype for f in features})
+        rows = rows.astype({f: parent[f].dtype for f in features if f not in vocab})
+        for f, cats in vocab.items():
+            rows[f] = pd.Series(decode_column(rows[f].to_numpy(), cats), dtype=object)
         rows[label] = pd.Series(new_labels[append], dtype=parent[label].dtype)
         out = pd.concat([out, rows[list(parent.columns)]], ignore_index=True)
         production = np.concatenate([production, np.ones(len(append), np.bool_)])

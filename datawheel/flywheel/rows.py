@@ -11,6 +11,11 @@ in the dataset's order (prep splits ``manifest.schema.features``), so when its r
 exactly as many inputs as the dataset has features they are used in that order, with the
 dataset's classes as the label space, and the report names the version; rows whose width
 does not match are skipped and counted.
+
+A categorical feature's input is its code under the serving version's categories (its
+``transform.json``); each is recoded into ``vocab``, the categories of the dataset, so rows
+from versions trained on other categories line up (code 0, "other", stays 0: a missing
+value). A category a version knew but ``vocab`` lacks is added to it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from datawheel import registry
+from datawheel.data.categorical import recode_column
 from datawheel.flywheel.ledger_join import Joined, store_failure
 from datawheel.storage import KeyNotFoundError, Store, StoreError
 from datawheel.storage.files import sha256_bytes
@@ -37,6 +43,7 @@ class ServedVersion:
     features: list[str] | None = None  # None: not in the registry (or unreadable)
     classes: list[str] | None = None
     note: str = ""
+    categories: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass
@@ -89,9 +96,24 @@ def served_version(store: Store, model: str, version: str) -> ServedVersion:
     try:
         doc = json.loads(data)
         features, classes = [str(f) for f in doc["features"]], [str(c) for c in doc["classes"]]
-    except (ValueError, KeyError, TypeError):
+        found = doc.get("categories") or {}
+        categories = {str(f): [str(c) for c in cats] for f, cats in found.items()}
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ServedVersion(version, note=f"{key} is not a transform")
-    return ServedVersion(version, features, classes)
+    return ServedVersion(version, features, classes, categories=categories)
+
+
+def _recode(
+    x: np.ndarray, sv: ServedVersion, features: list[str], vocab: dict[str, list[str]]
+) -> np.ndarray:
+    """``x`` (dataset order) with each categorical code moved from ``sv``'s categories into
+    ``vocab``'s (extended in place by categories it lacks)."""
+    for f, target in vocab.items():
+        known = set(target)
+        target += [c for c in sv.categories.get(f, []) if c not in known]
+        j = features.index(f)
+        x[:, j] = recode_column(x[:, j], sv.categories.get(f, []), target)
+    return x
 
 
 def _mapping(sv: ServedVersion, width: int, features: list[str]) -> list[int] | None:
@@ -105,10 +127,16 @@ def _mapping(sv: ServedVersion, width: int, features: list[str]) -> list[int] | 
 
 
 def production_rows(
-    store: Store, model: str, joined: Joined, features: list[str], classes: list[str]
+    store: Store,
+    model: str,
+    joined: Joined,
+    features: list[str],
+    classes: list[str],
+    vocab: dict[str, list[str]] | None = None,
 ) -> ProductionRows:
     """The rows of ``joined`` that fit the dataset (``features``; labels in the serving
-    version's classes, or ``classes`` for a version the registry no longer has)."""
+    version's classes, or ``classes`` for a version the registry no longer has), with
+    categorical codes recoded into ``vocab`` (see the module docstring)."""
     served: dict[str, ServedVersion] = {}
     none = np.zeros(0, object)
     out = ProductionRows(np.zeros((0, len(features))), none, none, np.zeros(0), none)
@@ -139,7 +167,8 @@ def production_rows(
             out.unregistered[version] = out.unregistered.get(version, 0) + int(ok.sum())
         out.model_versions[version] = out.model_versions.get(version, 0) + int(ok.sum())
         metas.append(meta[ok].assign(label=labels[ok]))
-        xs.append(np.asarray(x[ok][:, cols], np.float64))
+        rows = np.array(x[ok][:, cols], np.float64)
+        xs.append(_recode(rows, sv, features, vocab) if vocab else rows)
     for version, n in sorted(out.unregistered.items()):
         out.notes.append(
             f"{n} label(s) for {model}:{version} used although that version is no longer in "

@@ -96,6 +96,7 @@ def train_step(
         init_state=init_state,
         freeze=bool(transfer_from),
         log=log,
+        categorical=tf.cardinalities(),
     )
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -142,6 +143,7 @@ def _write_drift_reference(splits: Splits, out: Path) -> None:
         list(tf.features),
         labels=[classes[i] for i in splits.y_train],
         predictions=predicted or None,
+        categorical=list(tf.categories),  # their codes, as served: the categories' counts
     )
     reference.save(out / REFERENCE_FILE)
     log(

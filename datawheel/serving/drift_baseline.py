@@ -61,10 +61,14 @@ def _rebuild(
         seed=REBUILD_SPLIT_SEED,
     )
     train = plan.x[plan.assignment == TRAIN]
-    refit = fit_transform(train, dv.features, dv.classes)
-    same = len(train) > 0 and all(
-        np.allclose(a, b, rtol=1e-5, atol=1e-6)
-        for a, b in ((refit.mean, transform.mean), (refit.std, transform.std))
+    refit = fit_transform(train, dv.features, dv.classes, categories=plan.categories)
+    same = (
+        len(train) > 0
+        and all(
+            np.allclose(a, b, rtol=1e-5, atol=1e-6)
+            for a, b in ((refit.mean, transform.mean), (refit.std, transform.std))
+        )
+        and refit.categories == dict(transform.categories)
     )
     if not same:
         return ServedReference(
@@ -76,7 +80,9 @@ def _rebuild(
     classes = list(transform.classes)
     predicted = [classes[i] for i in predict(test).argmax(axis=1)] if len(test) else None
     labels = [plan.classes[i] for i in plan.y[plan.assignment == TRAIN]]
-    reference = build_reference(train, dv.features, labels=labels, predictions=predicted)
+    reference = build_reference(
+        train, dv.features, labels=labels, predictions=predicted, categorical=list(plan.categories)
+    )
     return ServedReference(
         reference,
         f"rebuilt from the train split of dataset {name}@{version} ({len(train)} rows; the "

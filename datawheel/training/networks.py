@@ -3,7 +3,9 @@
 Every model is a :class:`Classifier` with exactly two children, ``backbone`` and
 ``head`` (the final :class:`torch.nn.Linear`), and takes a flat float32 batch
 ``[N, n_features]``. The CNN reshapes that batch to ``image_shape`` itself, so
-training, evaluation and serving all feed the same flat rows.
+training, evaluation and serving all feed the same flat rows. An MLP over rows with
+categorical codes starts with a :class:`~datawheel.training.encoder.CategoricalEncoder`
+(one-hot or embeddings) inside its backbone.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
+from datawheel.training.encoder import CategoricalEncoder
 
 __all__ = ["MODEL_KINDS", "Classifier", "build_model", "check_model_kind", "freeze_backbone"]
 
@@ -63,9 +66,15 @@ class Classifier(nn.Module):
         return logits
 
 
-def _mlp_backbone(n_features: int, hidden: int) -> nn.Sequential:
+def _mlp_backbone(n_features: int, hidden: int, categorical: dict[int, int]) -> nn.Sequential:
+    first: list[nn.Module] = []
+    width = n_features
+    if categorical:
+        encoder = CategoricalEncoder(n_features, categorical)
+        first, width = [encoder], encoder.width
     return nn.Sequential(
-        nn.Linear(n_features, hidden),
+        *first,
+        nn.Linear(width, hidden),
         nn.ReLU(),
         nn.Dropout(_DROPOUT),
         nn.Linear(hidden, hidden),
@@ -128,8 +137,10 @@ def build_model(
     n_classes: int,
     image_shape: tuple[int, int, int] | None,
     hidden: int = 128,
+    categorical: dict[int, int] | None = None,
 ) -> Classifier:
-    """Build a freshly initialized classifier of ``kind`` (one of :data:`MODEL_KINDS`)."""
+    """Build a freshly initialized classifier of ``kind`` (one of :data:`MODEL_KINDS`);
+    ``categorical`` maps each categorical feature's column to its number of categories."""
     check_model_kind(kind)
     if n_features < 1:
         raise DatawheelError("the dataset has no feature columns", "ingest data with features")
@@ -143,12 +154,17 @@ def build_model(
     shape: tuple[int, int, int] | None = None
     if image_shape is not None and len(image_shape) == 3:
         shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
+    if kind == "cnn" and categorical:
+        raise DatawheelError(
+            "model kind 'cnn' takes images, but this dataset has categorical features",
+            "use --param model_kind=mlp",
+        )
     if kind == "cnn":
         _check_image_shape(image_shape, n_features)
         assert shape is not None
         backbone = _cnn_backbone(shape, hidden)
     else:
-        backbone = _mlp_backbone(n_features, hidden)
+        backbone = _mlp_backbone(n_features, hidden, dict(categorical or {}))
     return Classifier(
         kind,
         backbone,
