@@ -152,6 +152,9 @@ class LocalRunner:
     def run(self, pipeline: _Pipeline, arguments: Mapping[str, Any]) -> RunResult:
         from kfp import local
 
+        from datawheel.orchestration.kfp_local_fix import install
+
+        install()  # arguments that contain "python3" reach the steps intact
         self.pipeline_root.mkdir(parents=True, exist_ok=True)
         local.init(
             runner=local.SubprocessRunner(use_venv=False),
