@@ -32,6 +32,7 @@ __all__ = [
     "background_priority",
     "fsync_dir",
     "lock_spool",
+    "open_spool",
     "os_cause",
     "scan_spool",
     "upload_wal",
@@ -90,6 +91,41 @@ def lock_spool(folder: Path) -> int:
         os.close(fd)
         raise
     return fd
+
+
+def open_spool(folder: Path) -> int:
+    """:func:`lock_spool` for a ledger that starts, and a probe write: a folder that cannot
+    be made, locked or written (read-only mount, no permission, full disk) is refused at once
+    with a one-line :class:`LedgerUnavailable`, instead of answering every request 503."""
+    try:
+        fd = lock_spool(folder)
+    except BlockingIOError as exc:
+        raise DatawheelError(
+            f"ledger spool folder {folder} is in use by another ledger",
+            "give each server process its own spool folder (--spool-dir)",
+        ) from exc
+    except OSError as exc:
+        raise LedgerUnavailable(os_cause(exc), folder, _spool_fix(exc)) from None
+    probe = folder / f".probe-{os.getpid()}-{threading.get_native_id()}"
+    try:
+        try:
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644))
+        finally:
+            with contextlib.suppress(OSError):
+                probe.unlink()
+    except OSError as exc:
+        os.close(fd)
+        raise LedgerUnavailable(os_cause(exc), folder, _spool_fix(exc)) from None
+    return fd
+
+
+def _spool_fix(exc: OSError) -> str:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "free disk space there, or pass --spool-dir (or DATAWHEEL_SPOOL_DIR) elsewhere"
+    return (
+        "pass --spool-dir (or set DATAWHEEL_SPOOL_DIR) to a folder this process may write, "
+        "on a local disk"
+    )
 
 
 def scan_spool(folder: Path, log: Callable[[str], None]) -> list[tuple[Path, int]]:

@@ -31,6 +31,7 @@ from datawheel.serving.ledger.spool import (
     background_priority,
     fsync_dir,
     lock_spool,
+    open_spool,
     os_cause,
     scan_spool,
     upload_wal,
@@ -110,13 +111,7 @@ class Ledger:
         """Lock ``spool_dir``, queue WAL files an earlier process left, start the flusher."""
         if self._thread is not None:
             raise DatawheelError("the ledger is already started", "call start() once")
-        try:
-            lock_fd = lock_spool(self.spool_dir)
-        except BlockingIOError as exc:
-            raise DatawheelError(
-                f"ledger spool folder {self.spool_dir} is in use by another ledger",
-                "give each server process its own spool_dir",
-            ) from exc
+        lock_fd = open_spool(self.spool_dir)  # a one-line error if it cannot be written
         wals = [_Wal(path, count) for path, count in scan_spool(self.spool_dir, self._log)]
         with self._lock:
             self._lock_fd = lock_fd
