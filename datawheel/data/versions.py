@@ -23,7 +23,7 @@ commit may leave an unlisted ``data.parquet``, rewritten with the same bytes nex
 from __future__ import annotations
 
 import io
-import re
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -31,6 +31,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from datawheel.data.naming import default_name
 from datawheel.data.profile import describe
 from datawheel.data.sources import Loaded, load_source
 from datawheel.errors import DatawheelError
@@ -38,7 +39,6 @@ from datawheel.storage import (
     KeyNotFoundError,
     Store,
     delete_quietly,
-    get_json,
     put_json,
     to_json_bytes,
     validate_name,
@@ -94,15 +94,6 @@ def _prefix(name: str, version: str, area: str = "versions") -> str:
 
 def rejected_report_key(name: str, version: str) -> str:
     return f"{_prefix(name, version, 'rejected')}/report.md"
-
-
-def default_name(source: str) -> str:
-    """A dataset name derived from a source: ``digits``, a file stem, a folder name."""
-    if source in ("digits", "builtin:digits"):
-        return "digits"
-    stem = source.rstrip("/").rsplit("/", 1)[-1].split(".", 1)[0].lower()
-    stem = re.sub(r"[^a-z0-9_.-]+", "-", stem).strip("-.") or "dataset"
-    return stem[:63]
 
 
 def _parquet_bytes(frame: pd.DataFrame) -> bytes:
@@ -184,11 +175,27 @@ def ingest_frame(
 
 
 def _read(store: Store, name: str, version: str, area: str) -> DatasetVersion | None:
+    key = f"{_prefix(name, version, area)}/manifest.json"
     try:
-        manifest = get_json(store, f"{_prefix(name, version, area)}/manifest.json")
+        data = store.get_bytes(key)
     except KeyNotFoundError:
         return None
-    return DatasetVersion(name, version, cast(dict[str, Any], manifest))
+    return DatasetVersion(name, version, _parse_manifest(store, key, data, area))
+
+
+def _parse_manifest(store: Store, key: str, data: bytes, area: str) -> dict[str, Any]:
+    """The manifest at ``key``; a corrupt one is a one-line error naming it and the fix."""
+    where = f"the stored manifest {store.uri.rstrip('/')}/{key}"
+    folder = key.rsplit("/", 1)[0]
+    again = "run the ingest again" if area == "candidates" else "ingest the source again"
+    fix = f"restore it from a backup, or delete the folder {folder} and {again}"
+    try:
+        manifest = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatawheelError(f"{where} is not valid JSON ({exc})", fix) from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("schema"), dict):
+        raise DatawheelError(f"{where} is not a dataset manifest (it has no schema)", fix)
+    return cast(dict[str, Any], manifest)
 
 
 def _try_get(store: Store, name: str, version: str) -> DatasetVersion | None:
