@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import palmerpenguins
 import pandas as pd
+import pytest
 import tritonclient.http as triton
 from cli_helpers import run_json
 from serving_support import ServerProcess, _Sink
@@ -104,7 +105,7 @@ def _cars(tmp: Path, keep: pd.Series | None = None) -> Path:
     return path
 
 
-def _train(uri: str, work: Path, csv: Path, tag: str) -> tuple[str, str]:
+def _train(uri: str, work: Path, csv: Path, tag: str, warm: str = "") -> tuple[str, str]:
     """ingest -> validate -> prep -> train; the dataset version and the model folder."""
     meta = work / f"{tag}.json"
     ingest_step(uri, str(csv), "cars", "Origin", 16, str(meta))
@@ -114,13 +115,13 @@ def _train(uri: str, work: Path, csv: Path, tag: str) -> tuple[str, str]:
     model = work / f"{tag}-model"
     train_step(
         str(work / f"{tag}-splits"), str(model), _Sink(), model_kind="mlp", epochs=40,
-        batch_size=32, learning_rate=1e-2, seed=0,
+        batch_size=32, learning_rate=1e-2, seed=0, store=uri, warm_start_from=warm,
     )  # fmt: skip
     return version, str(model)
 
 
 def test_cars_challenger_is_scored_against_a_champion_with_other_categories(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
     uri = f"file://{tmp_path / 'store'}"
@@ -135,7 +136,11 @@ def test_cars_challenger_is_scored_against_a_champion_with_other_categories(
     promote = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "first"})
     register_step(uri, "cars", m1, "cars", v1, promote, "challenger")
     registry.promote(st, "cars", "v1", alias="champion")
-    v2, m2 = _train(uri, tmp_path, _cars(tmp_path), "v2")  # all cars: a new category
+    capsys.readouterr()
+    v2, m2 = _train(uri, tmp_path, _cars(tmp_path), "v2", warm="cars:champion")  # a new category
+    # the champion's first layer reads other codes: fine-tuning it would misread them
+    assert "trained on other features or categories" in capsys.readouterr().out
+    assert json.loads((Path(m2) / "train.json").read_text())["warm_start_from"] == ""
     champ_cats = Transform.load(Path(m1) / "transform.json").categories["Cylinders"]
     new_cats = Transform.load(Path(m2) / "transform.json").categories["Cylinders"]
     assert "6" in new_cats and "6" not in champ_cats and new_cats != champ_cats

@@ -21,6 +21,7 @@ from datawheel.errors import DatawheelError
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 from datawheel.storage.files import sha256_bytes, sha256_file
+from datawheel.storage.settings import S3Settings, local_store_path, store_uri
 
 if TYPE_CHECKING:
     from datawheel.data.split import Splits
@@ -30,15 +31,39 @@ __all__ = ["CHECKPOINT_ENV", "checkpoint_dir_for", "train_step"]
 CHECKPOINT_ENV = "DATAWHEEL_CHECKPOINT_DIR"
 
 
-def _fingerprint(splits_dir: str, config: dict[str, Any]) -> str:
-    data = sha256_file(Path(splits_dir, "splits.npz")) + json.dumps(config, sort_keys=True)
-    return sha256_bytes(data.encode())[:16]
+def _fingerprint(splits_dir: str, config: dict[str, Any], store: str) -> str:
+    split = Path(splits_dir)
+    data = {
+        "store": _store_key(store),
+        "splits": sha256_file(split / "splits.npz"),
+        "transform": sha256_file(split / "transform.json"),
+        "config": config,
+    }
+    return sha256_bytes(json.dumps(data, sort_keys=True).encode())[:16]
 
 
-def checkpoint_dir_for(splits_dir: str, config: dict[str, Any], root: str = "") -> Path:
-    """Where a training step keeps its per-epoch checkpoint, stable across re-runs."""
+def _store_key(store: str) -> str:
+    """The store a run trains for, as one string: an absolute folder for a local store, the
+    endpoint and bucket for S3 (never shown: it only goes into the hash)."""
+    uri = store_uri(store or None)
+    path = local_store_path(uri)
+    if path is not None:
+        return f"file://{Path(path).expanduser().resolve()}"
+    try:
+        endpoint = S3Settings.from_env().endpoint
+    except DatawheelError:  # the store is opened, and the settings refused, elsewhere
+        endpoint = ""
+    return f"{endpoint} {uri.rstrip('/')}"
+
+
+def checkpoint_dir_for(
+    splits_dir: str, config: dict[str, Any], root: str = "", store: str = ""
+) -> Path:
+    """Where a training step keeps its per-epoch checkpoint, stable across re-runs of the
+    same data (split and transform), config and store; a run for another store or dataset
+    never resumes this one's checkpoint."""
     base = root or os.environ.get(CHECKPOINT_ENV) or str(Path.home() / ".cache/datawheel/ckpt")
-    return Path(base) / _fingerprint(splits_dir, config)
+    return Path(base) / _fingerprint(splits_dir, config, store)
 
 
 @pipeline_step
@@ -83,6 +108,7 @@ def train_step(
         splits_dir,
         {**vars(config), "transfer_from": transfer_from, "warm_start_from": warm_from},
         checkpoint_root,
+        store,
     )
     result = fit(
         tf.apply(splits.x_train),
@@ -159,6 +185,8 @@ def _warm_state(
     reason logged when there is no such model or its shape differs from this run's."""
     import torch
 
+    from datawheel.data.transform import Transform
+
     name, alias = registry.parse_ref(ref)
     st = open_store(store)
     try:
@@ -179,7 +207,24 @@ def _warm_state(
         state: dict[str, Any] = torch.load(
             Path(tmp, "model.pt"), map_location="cpu", weights_only=True
         )
-    first = next((v for k, v in state.items() if k.startswith("backbone.")), None)
+        theirs = (
+            Transform.load(Path(tmp, "transform.json"))
+            if "transform.json" in mv.card.get("files", {})
+            else None
+        )
+    ours = splits.transform
+    if theirs is not None and (theirs.features, theirs.categories) != (
+        ours.features,
+        ours.categories,
+    ):
+        log(
+            f"warm start: {name}:{mv.version} was trained on other features or categories "
+            "(its first layer would read these rows wrongly); training from scratch"
+        )
+        return None, ""
+    first = next(
+        (v for k, v in state.items() if k.startswith("backbone.") and v.is_floating_point()), None
+    )
     if config.model_kind == "mlp" and first is not None and first.shape[-1] != n_features:
         log(
             f"warm start: {name}:{mv.version} takes {first.shape[-1]} features, this split "
