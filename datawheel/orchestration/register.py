@@ -15,6 +15,11 @@ Which alias the version gets follows the evaluation's decision:
 "With canaries" is the ``canary`` parameter OR the model's store setting
 (``models/NAME/deploy.json``, :mod:`datawheel.registry.deploy_settings`).
 
+A re-run that trained the same model again (the same weights and transform, e.g. from the
+checkpoint cache) registers nothing: the version that holds it is reused and the summary
+says ``reused``; if that version is the champion or the candidate it keeps that alias
+rather than becoming its own challenger.
+
 The card records ``evaluated_against`` (the champion the evaluation compared with, which
 the canary checks) and, for a dataset version made by a harvest, ``trigger``: the reason
 in its lineage (why the flywheel ran).
@@ -70,6 +75,15 @@ def _check_champion(st: Store, name: str, seen: str | None) -> None:
             "evaluation saw: it moved after the decision was made",
             "re-run the evaluation against the current champion",
         )
+
+
+def _held_by(st: Store, name: str, version: str) -> str | None:
+    """``champion`` or ``candidate`` when that alias points at ``version``, else None."""
+    for alias in ("champion", "candidate"):
+        record = registry.get_alias(st, name, alias)
+        if record and record["version"] == version:
+            return alias
+    return None
 
 
 def _point(st: Store, name: str, version: str, alias: str, ev: dict[str, Any]) -> None:
@@ -136,8 +150,16 @@ def register_step(
     report = Path(report_path) if report_path else None
     extra = {"report.html": report} if report and report.is_file() else {}
     mv = registry.register(st, model_name, model_dir, card=card, extra_files=extra)
-    _point(st, model_name, mv.version, target, ev)
-    log(f"registered {model_name}:{mv.version} as {target}")
+    held = _held_by(st, model_name, mv.version) if mv.reused else None
+    if held:  # the same model again: it keeps what it is, it does not become its own rival
+        target = held
+        log(f"{model_name}:{mv.version} already holds this model (the same weights and "
+            f"transform) and is the {held}: reused it, registered nothing new")  # fmt: skip
+    else:
+        _point(st, model_name, mv.version, target, ev)
+        verb = "reused" if mv.reused else "registered"
+        same = " (it already held this model: the same weights and transform)" if mv.reused else ""
+        log(f"{verb} {model_name}:{mv.version} as {target}{same}")
     if target == "candidate":
         log(f"roll it out with 'datawheel deploy canary --model {model_name}'")
     summary = {
@@ -146,6 +168,7 @@ def register_step(
         "model": model_name,
         "model_version": mv.version,
         "alias": target,
+        "reused": mv.reused,
         "canary": use_canary,
         "decision": ev["decision"],
         "reason": ev["reason"],

@@ -8,15 +8,19 @@ Layout::
 
 A version exists once its card exists. Two writers never get the same number, because a
 number is taken by an exclusive create of its claim; a writer that loses moves on to the
-next. Registering is idempotent, keyed by the SHA-256 of ``model.ts``: a retry after a
-partial success finds its own claim (or its committed card) and completes or returns it,
-so a retried step never makes a second version. The card lists every file's SHA-256, and
-:func:`fetch` refuses a version whose bytes do not match. A number whose writer died before
-its card stays a gap; it is never shown.
+next. Registering is idempotent, keyed by the model's identity (its weights and transform,
+:mod:`datawheel.registry.identity`; ``model.ts`` itself differs on every export): a retry
+after a partial success finds its own claim (or its committed card) and completes or
+returns it, and a re-run that trained the same model again gets the version that holds it
+(``reused``), so neither makes a second, identical version. A write that fails (a full
+disk) removes what it uploaded and its claim, so the store is left as it was. The card
+lists every file's SHA-256, and :func:`fetch` refuses a version whose bytes do not match.
+A number whose writer died before its card stays a gap; it is never shown.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import subprocess
@@ -28,6 +32,7 @@ from typing import Any
 
 import datawheel
 from datawheel.errors import DatawheelError
+from datawheel.registry.identity import model_identity
 from datawheel.registry.parsing import (
     VERSION_RE,
     CorruptRecordError,
@@ -38,6 +43,7 @@ from datawheel.storage import (
     KeyNotFoundError,
     Store,
     StoreError,
+    delete_quietly,
     to_json_bytes,
     validate_key,
     validate_name,
@@ -68,6 +74,7 @@ class ModelVersion:
     name: str
     version: str
     card: dict[str, Any]
+    reused: bool = dataclasses.field(default=False, compare=False)  # register found it
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -139,8 +146,9 @@ def list_models(store: Store) -> list[str]:
     return sorted({k.split("/")[1] for k in store.list("models") if k.count("/") >= 3})
 
 
-def find_version(store: Store, name: str, checksum: str) -> ModelVersion | None:
-    """The committed version whose ``model.ts`` has SHA-256 ``checksum``, if any."""
+def find_version(store: Store, name: str, checksum: str, identity: str = "") -> ModelVersion | None:
+    """The committed version whose ``model.ts`` has SHA-256 ``checksum``, or whose card's
+    ``identity`` is ``identity`` (the same weights and transform), if any."""
     for version, files in sorted(_numbers(store, name).items(), key=lambda i: version_number(i[0])):
         if "card.json" not in files:
             continue
@@ -148,7 +156,7 @@ def find_version(store: Store, name: str, checksum: str) -> ModelVersion | None:
             mv = read_card(store, name, version)
         except (CorruptRecordError, KeyNotFoundError):
             continue  # a corrupt neighbour does not block registering
-        if mv.card["checksum"] == checksum:
+        if mv.card["checksum"] == checksum or (identity and mv.card.get("identity") == identity):
             return mv
     return None
 
@@ -159,19 +167,21 @@ def _claim_owner(store: Store, name: str, version: str) -> str | None:
         claim = parse_record(store, "claim", data, required={"checksum": str}, fix="")
     except (KeyNotFoundError, CorruptRecordError):
         return None
-    return str(claim["checksum"])
+    return str(claim.get("identity") or claim["checksum"])
 
 
-def _claim(store: Store, name: str, checksum: str) -> str:
-    """A version number for ``checksum``: its own earlier claim, or the next free one."""
+def _claim(store: Store, name: str, checksum: str, identity: str) -> str:
+    """A version number for the model ``identity``: its own earlier claim, or the next free
+    one."""
     folders = _numbers(store, name)
     for version in sorted(folders, key=version_number):
-        if "card.json" not in folders[version] and _claim_owner(store, name, version) == checksum:
+        if "card.json" not in folders[version] and _claim_owner(store, name, version) == identity:
             return version  # a retry of a register that died before its card: resume it
     n = max((version_number(v) for v in folders), default=0) + 1
     claim = to_json_bytes(
         {
             "checksum": checksum,
+            "identity": identity,
             "claimed_at": datetime.now(UTC).isoformat(timespec="microseconds"),
             "by": f"{socket.gethostname()}:{os.getpid()}",
         }
@@ -180,7 +190,7 @@ def _claim(store: Store, name: str, checksum: str) -> str:
         version = f"v{n}"
         if store.create_bytes(f"{_prefix(name, version)}/claim.json", claim):
             return version
-        if _claim_owner(store, name, version) == checksum:
+        if _claim_owner(store, name, version) == identity:
             return version  # an identical register is running (or our own PUT was retried)
         n += 1
     raise StoreError(
@@ -198,7 +208,8 @@ def register(
     extra_files: Mapping[str, Path] | None = None,
 ) -> ModelVersion:
     """Upload every file in ``model_dir`` (plus ``extra_files``, stored under the given names)
-    as a new version, the card last; or return the version that already holds this model.
+    as a new version, the card last; or return the version that already holds this model
+    (the same weights and transform), marked ``reused``.
     """
     validate_name(name, "model name")
     src = Path(model_dir)
@@ -208,10 +219,11 @@ def register(
     if "model.ts" not in uploads:
         raise DatawheelError(f"{src} has no model.ts", "export the model before registering it")
     checksums = {fname: sha256_file(path) for fname, path in uploads.items()}
-    existing = find_version(store, name, checksums["model.ts"])
+    identity = model_identity(uploads)
+    existing = find_version(store, name, checksums["model.ts"], identity)
     if existing is not None:
-        return existing
-    version = _claim(store, name, checksums["model.ts"])
+        return dataclasses.replace(existing, reused=True)
+    version = _claim(store, name, checksums["model.ts"], identity)
     prefix = _prefix(name, version)
     full = {
         **card,
@@ -219,20 +231,33 @@ def register(
         "version": version,
         "files": checksums,
         "checksum": checksums["model.ts"],
+        "identity": identity,
         "code_version": card.get("code_version") or code_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    for fname, path in uploads.items():
-        store.put_file(f"{prefix}/{fname}", path)
+    _upload(store, prefix, uploads)
     if not store.create_bytes(f"{prefix}/card.json", to_json_bytes(full)):
         mv = read_card(store, name, version)  # an identical register committed it first
-        if mv.card["checksum"] != checksums["model.ts"]:
+        if mv.card.get("identity", mv.card["checksum"]) not in (identity, checksums["model.ts"]):
             raise StoreError(
                 f"model {name}:{version} was committed by another writer",
                 "retry the register step; it will take the next version",
             )
         return mv
     return ModelVersion(name, version, full)
+
+
+def _upload(store: Store, prefix: str, uploads: Mapping[str, Path]) -> None:
+    """Put every file under ``prefix``; if one fails (a full disk, a lost store), remove
+    what was put and the claim, so a failed register leaves nothing that takes space."""
+    done = []
+    try:
+        for fname, path in uploads.items():
+            done.append(f"{prefix}/{fname}")
+            store.put_file(done[-1], path)
+    except StoreError:
+        delete_quietly(store, [*done, f"{prefix}/claim.json"])
+        raise
 
 
 def fetch(
