@@ -51,6 +51,6 @@ def test_ingest_list_show_and_pin_reference(tmp_path: Path) -> None:
     assert shown["reference"]["history"] == [v1]
     rows = json.loads(_ok("datasets", "list", "--json", *store, cwd=tmp_path))
     assert [r["reference"] for r in rows] == [False, True]
-    proc = datawheel("datasets", "list", *store, cwd=tmp_path, env={"COLUMNS": "300"})
+    proc = datawheel("datasets", "list", *store, cwd=tmp_path)  # a pipe: plain lines
     (line,) = [ln for ln in proc.stdout.splitlines() if v2 in ln]
-    assert line.split("│")[3].strip() == "*"  # the ref column
+    assert line.split()[2] == "*"  # the ref column

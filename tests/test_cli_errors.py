@@ -246,4 +246,4 @@ def test_missing_s3_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_models_rollback_without_history(tmp_path: Path) -> None:
     proc = datawheel("models", "rollback", "digits", "--store", f"file://{tmp_path}", cwd=tmp_path)
-    _assert_one_line_error(proc, "no earlier version")
+    _assert_one_line_error(proc, "model 'digits' is not in the registry", "it does not exist")

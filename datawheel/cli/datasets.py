@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
+from datawheel.cli.output import echo_json, print_table, store_option
 from datawheel.data import versions as ds
-from datawheel.storage import open_store
+from datawheel.errors import DatawheelError, name_list
+from datawheel.storage import Store, open_store, validate_name
 
-_store = click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+__all__ = ["datasets"]
+
+_store = store_option()
+_COLUMNS = ("dataset", "version", "ref", "rows", "classes", "parent", "created_at", "source")
+
+
+def _known(st: Store, name: str) -> str:
+    """``name`` if the store has such a dataset, else a one-line error naming those it has."""
+    validate_name(name, "dataset name")
+    known = ds.list_datasets(st)
+    if name not in known:
+        raise DatawheelError(
+            f"dataset {name!r} does not exist in store {st.uri}",
+            f"use one of: {name_list(known)}"
+            if known
+            else "ingest one with 'datawheel datasets ingest SOURCE'",
+        )
+    return name
 
 
 @click.group()
@@ -49,19 +65,21 @@ def _reference_of(st: Any, name: str) -> str | None:
 
 
 @datasets.command("list")
-@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+@click.argument("name", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as one JSON list.")
 @_store
-def list_(as_json: bool, store: str | None) -> None:
-    """Every dataset and its committed versions, oldest first (* marks the reference)."""
+def list_(name: str, as_json: bool, store: str | None) -> None:
+    """Every dataset (or only NAME) and its committed versions, oldest first (* marks the
+    reference). Into a pipe the table is plain lines, nothing cut."""
     st = open_store(store)
     rows = []
-    for name in ds.list_datasets(st):
-        reference = _reference_of(st, name)
-        for v in ds.list_versions(st, name):
+    for dataset in [_known(st, name)] if name else ds.list_datasets(st):
+        reference = _reference_of(st, dataset)
+        for v in ds.list_versions(st, dataset):
             m = v.manifest
             rows.append(
                 {
-                    "dataset": name,
+                    "dataset": dataset,
                     "version": v.version,
                     "reference": v.version == reference,
                     "rows": m["rows"],
@@ -73,11 +91,10 @@ def list_(as_json: bool, store: str | None) -> None:
                 }
             )
     if as_json:
-        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+        echo_json(rows)
         return
-    table = Table("dataset", "version", "ref", "rows", "classes", "parent", "created_at", "source")
-    for r in rows:
-        table.add_row(
+    cells = [
+        [
             r["dataset"],
             r["version"],
             "*" if r["reference"] else "",
@@ -86,23 +103,25 @@ def list_(as_json: bool, store: str | None) -> None:
             r["parent"] or "-",
             r["created_at"],
             r["source"],
-        )
-    Console().print(table)
+        ]
+        for r in rows
+    ]
+    print_table(_COLUMNS, cells, right=("rows", "classes"))
 
 
 @datasets.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="JSON (the default; kept for scripts).")
 @_store
-def show(ref: str, store: str | None) -> None:
+def show(ref: str, as_json: bool, store: str | None) -> None:
     """Print NAME[@VERSION] (default: the latest version) as JSON: its manifest and the
     dataset's reference record."""
     from datawheel.data.reference import read_reference
 
     name, _, version = ref.partition("@")
     st = open_store(store)
-    dv = ds.get_version(st, name, version or "latest")
-    out = {"manifest": dv.manifest, "reference": read_reference(st, name)}
-    click.echo(json.dumps(out, indent=2, sort_keys=True))
+    dv = ds.get_version(st, _known(st, name), version or "latest")
+    echo_json({"manifest": dv.manifest, "reference": read_reference(st, name)})
 
 
 @datasets.command("pin-reference")

@@ -14,6 +14,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from datawheel.cli.output import STORE_HELP, console, store_option
+
 __all__ = ["drift"]
 
 
@@ -27,9 +29,8 @@ def _num(x: Any) -> str:
 def _console() -> Console:
     # Into a pipe or a file: no colour, no wrapping, and as wide as the table needs, so no
     # name, path or note is ever cut.
-    if sys.stdout.isatty():
-        return Console(soft_wrap=True)
-    return Console(width=100_000, no_color=True, soft_wrap=True, highlight=False)
+    out: Console = console(sys.stdout)
+    return out
 
 
 def _table(title: str, rows: list[Any], pipe: bool) -> Table:
@@ -90,7 +91,7 @@ def _print_report(run: Any) -> None:
     default="",
     help="NAME[@alias] or NAME:vN: its training-split reference against its ledger window.",
 )
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX (datasets, models)")
+@store_option(f"{STORE_HELP} (datasets, models)")
 @click.option("--since", default="24h", show_default=True, help="ledger window for --model")
 @click.option("--label", default="", help="a column that is not a feature (the label)")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import json
+from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from datawheel import registry
-from datawheel.storage import open_store
+from datawheel.cli.output import echo_json, print_table, store_option
+from datawheel.errors import DatawheelError, name_list
+from datawheel.storage import Store, open_store
 
-_store = click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+__all__ = ["models"]
+
+_store = store_option()
+_COLUMNS = ("model", "version", "aliases", "test_accuracy", "dataset", "created_at")
 
 
 @click.group()
@@ -19,40 +22,75 @@ def models() -> None:
     """Model versions and aliases in the registry."""
 
 
-@models.command("list")
-@_store
-def list_(store: str | None) -> None:
-    """Every model version with its aliases and test accuracy."""
-    st = open_store(store)
-    table = Table("model", "version", "aliases", "test_accuracy", "dataset", "created_at")
-    for name in registry.list_models(st):
+def _known(st: Store, name: str) -> list[str]:
+    known = registry.list_models(st)
+    if name and name not in known:
+        raise DatawheelError(
+            f"model {name!r} is not in the registry at {st.uri}: it does not exist",
+            f"use one of: {name_list(known)}" if known else "run the training pipeline first",
+        )
+    return [name] if name else known
+
+
+def _rows(st: Store, names: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for name in names:
         aliases: dict[str, list[str]] = {}
         for alias in registry.ALIASES:
             record = registry.get_alias(st, name, alias)
             if record:
                 aliases.setdefault(record["version"], []).append(alias)
         for mv in registry.list_versions(st, name):
-            acc = mv.metrics.get("test_accuracy")
-            table.add_row(
-                name,
-                mv.version,
-                ", ".join(aliases.get(mv.version, [])) or "-",
-                f"{acc:.4f}" if acc is not None else "-",
-                f"{mv.card.get('dataset')}@{mv.card.get('dataset_version')}",
-                mv.card["created_at"],
+            rows.append(
+                {
+                    "model": name,
+                    "version": mv.version,
+                    "aliases": aliases.get(mv.version, []),
+                    "test_accuracy": mv.metrics.get("test_accuracy"),
+                    "dataset": mv.card.get("dataset"),
+                    "dataset_version": mv.card.get("dataset_version"),
+                    "created_at": mv.card["created_at"],
+                }
             )
-    Console().print(table)
+    return rows
+
+
+@models.command("list")
+@click.argument("name", required=False, default="")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as one JSON list.")
+@_store
+def list_(name: str, as_json: bool, store: str | None) -> None:
+    """Every model version (or NAME's) with its aliases and test accuracy. Into a pipe the
+    table is plain lines, nothing cut."""
+    st = open_store(store)
+    rows = _rows(st, _known(st, name))
+    if as_json:
+        echo_json(rows)
+        return
+    cells = [
+        [
+            r["model"],
+            r["version"],
+            ", ".join(r["aliases"]) or "-",
+            "-" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+            f"{r['dataset']}@{r['dataset_version']}",
+            r["created_at"],
+        ]
+        for r in rows
+    ]
+    print_table(_COLUMNS, cells, right=("test_accuracy",))
 
 
 @models.command("show")
 @click.argument("ref")
+@click.option("--json", "as_json", is_flag=True, help="JSON (the default; kept for scripts).")
 @_store
-def show(ref: str, store: str | None) -> None:
+def show(ref: str, as_json: bool, store: str | None) -> None:
     """Print the card of NAME[@alias|:version] (default: @champion) as JSON."""
     name, which = registry.parse_ref(ref)
-    click.echo(
-        json.dumps(registry.resolve(open_store(store), name, which).card, indent=2, sort_keys=True)
-    )
+    st = open_store(store)
+    _known(st, name)
+    echo_json(registry.resolve(st, name, which).card)
 
 
 @models.command("promote")
@@ -66,9 +104,9 @@ def promote(
     name: str, version: str, alias: str, reason: str, repair: bool, store: str | None
 ) -> None:
     """Point ALIAS of model NAME at VERSION (a compare-and-swap; every move is kept)."""
-    record = registry.promote(
-        open_store(store), name, version, alias=alias, reason=reason, repair=repair
-    )
+    st = open_store(store)
+    _known(st, name)
+    record = registry.promote(st, name, version, alias=alias, reason=reason, repair=repair)
     click.echo(f"{name}@{alias} -> {record['version']}")
 
 
@@ -78,5 +116,7 @@ def promote(
 @_store
 def rollback(name: str, alias: str, store: str | None) -> None:
     """Point ALIAS of model NAME back at the version it had before."""
-    record = registry.rollback(open_store(store), name, alias=alias)
+    st = open_store(store)
+    _known(st, name)
+    record = registry.rollback(st, name, alias=alias)
     click.echo(f"{name}@{alias} -> {record['version']} ({record['reason']})")

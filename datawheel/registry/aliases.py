@@ -25,7 +25,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from datawheel.errors import DatawheelError
+from datawheel.errors import DatawheelError, name_list
 from datawheel.registry.catalog import ModelVersion, list_models, read_card
 from datawheel.registry.parsing import VERSION_RE, parse_record
 from datawheel.storage import KeyNotFoundError, Store, StoreError, to_json_bytes
@@ -101,8 +101,8 @@ def parse_ref(ref: str) -> tuple[str, str]:
 def _no_such_model(store: Store, name: str) -> DatawheelError:
     known = list_models(store)
     return DatawheelError(
-        f"model {name!r} is not in the registry at {store.uri}",
-        f"use one of: {', '.join(known)}" if known else "run the training pipeline first",
+        f"model {name!r} is not in the registry at {store.uri}: it does not exist",
+        f"use one of: {name_list(known)}" if known else "run the training pipeline first",
     )
 
 
