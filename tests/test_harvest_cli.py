@@ -70,5 +70,8 @@ def test_harvest_errors_are_one_line(tmp_path: Path) -> None:
     pids = ledger.predict(new_rows(4) * 50.0, ["a"] * 4)  # outside the reference's ranges
     ledger.label(pids, ["b"] * 4, ["a"] * 4)
     rejected = datawheel(*base, "--model", "toy", "--json", cwd=tmp_path)
-    assert rejected.returncode == 2 and rejected.stdout == ""
-    assert "rejected, not committed" in _one_line_error(rejected.stderr)
+    assert rejected.returncode == 2
+    line = _one_line_error(rejected.stderr)
+    assert "rejected, not committed" in line
+    error = json.loads(rejected.stdout)  # --json: the error is a JSON document on stdout too
+    assert line == f"error: {error['error']}. Fix: {error['fix']}."

@@ -92,9 +92,12 @@ def run_flywheel_subprocess(
         result = {}
     if done.returncode != 0 or result.get("status") != "SUCCEEDED":
         first = result.get("error") or f"the child exited {done.returncode}"
+        # a step's error is already "problem. Fix: fix.": one Fix, then where the log is
+        problem, _, fix = str(first).partition(". Fix: ")
+        log = f"see the run's log {result.get('log', 'under ' + pipeline_root)}"
         raise DatawheelError(
-            f"the flywheel pipeline failed: {str(first)[:300]}",
-            f"see the run's log {result.get('log', 'under ' + pipeline_root)}",
+            f"the flywheel pipeline failed: {problem[:300]}",
+            f"{fix.rstrip('.')}; {log}" if fix else log,
         )
     return result
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from datawheel.errors import DatawheelError
+from datawheel.errors import DatawheelError, name_list
 
 __all__ = ["defaults", "parse_params"]
 
@@ -31,7 +31,10 @@ def defaults(pipeline: Any) -> dict[str, Any]:
     return {name: spec.default for name, spec in _inputs(pipeline).items()}
 
 
-def _cast(name: str, kind: str, raw: str) -> Any:
+_KINDS = {int: ("an integer", 5), float: ("a number", 0.01), str: ("a string", "x")}
+
+
+def _cast(name: str, kind: str, raw: str, default: Any = None) -> Any:
     cast = _CASTS.get(kind, str)
     if cast is bool:
         low = raw.strip().lower()
@@ -40,14 +43,17 @@ def _cast(name: str, kind: str, raw: str) -> Any:
         if low in ("false", "0", "no"):
             return False
         raise DatawheelError(
-            f"parameter {name}={raw!r} is not a boolean", f"pass {name}=true or false"
+            f"parameter {name}={raw!r} is not a boolean",
+            f"pass e.g. --param {name}=true (or false)",
         )
     try:
         return cast(raw)
     except ValueError as exc:
+        what, example = _KINDS.get(cast, (f"a {cast.__name__}", "VALUE"))
+        if isinstance(default, cast) and not isinstance(default, bool):
+            example = default  # the pipeline's own default is the most telling example
         raise DatawheelError(
-            f"parameter {name}={raw!r} is not a valid {cast.__name__}",
-            f"pass a {cast.__name__} value, e.g. --param {name}=...",
+            f"parameter {name}={raw!r} is not {what}", f"pass e.g. --param {name}={example}"
         ) from exc
 
 
@@ -65,7 +71,7 @@ def parse_params(pipeline: Any, pairs: Iterable[str]) -> dict[str, Any]:
         if key not in inputs:
             raise DatawheelError(
                 f"unknown parameter {key!r}",
-                f"use one of: {', '.join(sorted(inputs))}",
+                f"use one of: {name_list(sorted(inputs), limit=len(inputs))}",
             )
-        out[key] = _cast(key, str(inputs[key].type), raw)
+        out[key] = _cast(key, str(inputs[key].type), raw, inputs[key].default)
     return out
