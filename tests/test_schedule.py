@@ -97,7 +97,8 @@ def test_schedule_cli_compiles_and_sends_the_flywheel(capsys: pytest.CaptureFixt
     with kfp_api() as api:
         code = _run(
             ["schedule", "flywheel", "--cron", "0 30 2 * * *", "--host", api.url,
-             "--param", "model_name=digits", "--param", "epochs=5"]
+             "--param", "model_name=digits", "--param", "epochs=5",
+             "--store", "s3://wheel/prod"]
         )  # fmt: skip
     out = capsys.readouterr()
     assert code == 0, out.err
@@ -109,6 +110,7 @@ def test_schedule_cli_compiles_and_sends_the_flywheel(capsys: pytest.CaptureFixt
     params = job["runtime_config"]["parameters"]
     assert params["model_name"] == "digits" and params["epochs"] == 5
     assert params["reason"] == "schedule 0 30 2 * * *"
+    assert params["store"] == "s3://wheel/prod"
     assert "flywheel" in job["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"]
 
 

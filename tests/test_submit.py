@@ -59,6 +59,9 @@ def kfp_api() -> Iterator[tuple[str, list[tuple[str, str, Any]]]]:
     server.server_close()
 
 
+_S3 = ("--store", "s3://wheel/prod")  # a run on a cluster needs a store every pod reaches
+
+
 def _run(argv: list[str]) -> int:
     try:
         main(argv)
@@ -132,7 +135,7 @@ def test_submit_to_unreachable_host_is_one_line_error(capsys: pytest.CaptureFixt
     with socket.socket() as s:  # a port that nothing listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = _run(["submit", "training", "--host", f"http://127.0.0.1:{port}"])
+    code = _run(["submit", "training", "--host", f"http://127.0.0.1:{port}", *_S3])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: KFP API at http://127.0.0.1:") and "Fix:" in err
@@ -155,7 +158,7 @@ def test_submit_checks_parameters_before_any_request(
 ) -> None:
     """A deterministic mistake fails here, not in a pod that the cluster retries."""
     host, calls = kfp_api
-    code = _run(["submit", "training", "--host", host, "--param", param])
+    code = _run(["submit", "training", "--host", host, "--param", param, *_S3])
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error: ") and needle in err and "Fix:" in err

@@ -8,11 +8,13 @@ import json
 
 import click
 
+from datawheel.cli.output import store_option
 from datawheel.deploy.canary_policy import Thresholds
 from datawheel.deploy.canary_spec import parse_steps
 from datawheel.deploy.kube import connect
 from datawheel.deploy.prom import Prometheus
 from datawheel.deploy.rollout import CANARY, STABLE, CanaryConfig, run_canary
+from datawheel.redact import redact
 from datawheel.storage import open_store
 
 __all__ = ["canary"]
@@ -22,7 +24,7 @@ DEFAULT_PROMETHEUS = "http://prometheus-operated.monitoring:9090"
 
 @click.command()
 @click.option("--model", required=True, help="Registered model name; its candidate is rolled out.")
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@store_option()
 @click.option("--namespace", default="datawheel", show_default=True)
 @click.option("--prometheus", "prometheus_url", default=DEFAULT_PROMETHEUS, show_default=True)
 @click.option(
@@ -170,7 +172,7 @@ def canary(
         connect(namespace, kubeconfig=kubeconfig, context=context),
         Prometheus(prometheus_url),
         config,
-        log=lambda line: click.echo(line, err=True),  # progress; stdout stays the result
+        log=lambda line: click.echo(redact(line), err=True),  # progress; stdout: the result
     )
     if as_json:
         click.echo(json.dumps(record, indent=2, sort_keys=True))

@@ -9,6 +9,7 @@ import click
 
 from datawheel import registry
 from datawheel.cli.canary import canary
+from datawheel.cli.output import store_option
 from datawheel.deploy.apply import apply as apply_overlay
 from datawheel.deploy.manifests import overlays
 from datawheel.deploy.manifests import render as render_overlay
@@ -60,7 +61,7 @@ deploy.add_command(canary)
 
 @deploy.command("settings")
 @click.option("--model", required=True, help="Registered model name.")
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@store_option()
 @click.option(
     "--canary/--no-canary",
     "use_canary",
@@ -92,7 +93,11 @@ def settings(
 
 
 @deploy.command("overlays")
-def list_overlays() -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the names as one JSON list.")
+def list_overlays(as_json: bool) -> None:
     """List the overlays."""
+    if as_json:
+        click.echo(json.dumps(list(overlays())))
+        return
     for name in overlays():
         click.echo(name)

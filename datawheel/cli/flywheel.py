@@ -10,6 +10,7 @@ import json
 
 import click
 
+from datawheel.cli.output import store_option
 from datawheel.storage import open_store
 
 __all__ = ["flywheel"]
@@ -22,7 +23,7 @@ def flywheel() -> None:
 
 @flywheel.command("harvest")
 @click.option("--model", required=True, help="model NAME whose ledger is harvested")
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@store_option()
 @click.option("--since", default="", help="labels given from T on (ISO-8601, epoch s or 24h)")
 @click.option("--until", default="", help="labels given before T (default: now)")
 @click.option("--reason", default="", help="why this harvest runs (kept in the lineage)")

@@ -7,9 +7,11 @@ import tempfile
 
 import click
 
+from datawheel.cli.output import REMOTE_STORE_HELP, remote_store, store_option
 from datawheel.errors import DatawheelError
 from datawheel.flywheel.recurring import create_schedule, validate_cron
 from datawheel.pipelines import PIPELINES
+from datawheel.redact import redact
 
 __all__ = ["schedule"]
 
@@ -25,6 +27,7 @@ __all__ = ["schedule"]
 @click.option("--experiment", default="datawheel-flywheel", show_default=True)
 @click.option("--name", "job_name", default="", help="default: PIPELINE-schedule")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+@store_option(REMOTE_STORE_HELP)
 def schedule(
     pipeline: str,
     cron: str,
@@ -32,10 +35,12 @@ def schedule(
     experiment: str,
     job_name: str,
     params: tuple[str, ...],
+    store: str | None,
 ) -> None:
     """Run PIPELINE on a schedule (max_concurrency=1, no catch-up) on the KFP API at --host.
 
-    The token, if your cluster needs one, comes from $KFP_TOKEN.
+    The store is --store, else --param store=, else $DATAWHEEL_STORE; it must be s3://. The
+    token, if your cluster needs one, comes from $KFP_TOKEN.
     """
     from datawheel.orchestration.compiler import compile_pipeline
     from datawheel.orchestration.params import parse_params
@@ -44,9 +49,12 @@ def schedule(
     cron = validate_cron(cron)  # before anything is compiled or sent
     if not host.startswith(("http://", "https://")):
         raise DatawheelError(
-            f"--host {host!r} is not a URL", "pass e.g. --host http://localhost:8080"
+            f"--host {redact(host)!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
     arguments = parse_params(PIPELINES[pipeline], params)
+    arguments["store"] = remote_store(
+        store or arguments.get("store"), "a recurring run on Kubeflow"
+    )
     check_parameters(arguments)
     if pipeline == "flywheel":
         arguments.setdefault("reason", f"schedule {cron}")
@@ -63,5 +71,5 @@ def schedule(
         )
     click.echo(
         f"scheduled {pipeline} as recurring run {run_id} ({cron!r}, one at a time, no catch-up) "
-        f"in experiment {experiment!r} on {host}"
+        f"in experiment {experiment!r} on {redact(host)}"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from datawheel.cli.output import store_option
 from datawheel.monitoring.live import LiveDriftConfig
 from datawheel.serving.app import RequestLimits
 from datawheel.serving.connections import ConnectionLimits
@@ -19,7 +20,7 @@ from datawheel.serving.server import ServeConfig, run
     help="Registered model; NAME alone means NAME@champion. An alias is followed: "
     "when it moves, the server hot-swaps to the new version.",
 )
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@store_option()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(

@@ -7,12 +7,16 @@ from datetime import UTC, datetime
 
 import click
 
+from datawheel.cli.output import REMOTE_STORE_HELP, remote_store, store_option
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.compiler import compile_pipeline
 from datawheel.orchestration.params import parse_params
 from datawheel.orchestration.preflight import check_parameters
 from datawheel.orchestration.remote import submit as submit_run
 from datawheel.pipelines import PIPELINES
+from datawheel.redact import redact
+
+__all__ = ["submit"]
 
 
 @click.command()
@@ -21,18 +25,27 @@ from datawheel.pipelines import PIPELINES
 @click.option("--experiment", default="datawheel", show_default=True)
 @click.option("--run-name", default="", help="default: PIPELINE-TIMESTAMP")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
+@store_option(REMOTE_STORE_HELP)
 def submit(
-    pipeline: str, host: str, experiment: str, run_name: str, params: tuple[str, ...]
+    pipeline: str,
+    host: str,
+    experiment: str,
+    run_name: str,
+    params: tuple[str, ...],
+    store: str | None,
 ) -> None:
     """Compile PIPELINE and start a run on the KFP API at --host.
 
-    The token, if your cluster needs one, comes from $KFP_TOKEN.
+    The store is --store, else --param store=, else $DATAWHEEL_STORE; it must be s3://, since
+    a file:// folder would be a different one in each pod. The token, if your cluster needs
+    one, comes from $KFP_TOKEN.
     """
     if not host.startswith(("http://", "https://")):
         raise DatawheelError(
-            f"--host {host!r} is not a URL", "pass e.g. --host http://localhost:8080"
+            f"--host {redact(host)!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
     arguments = parse_params(PIPELINES[pipeline], params)
+    arguments["store"] = remote_store(store or arguments.get("store"), "a run on Kubeflow")
     check_parameters(arguments)  # a bad name or kind fails here, not in a retried pod
     import tempfile
 
@@ -47,4 +60,6 @@ def submit(
             run_name=name,
             token=os.environ.get("KFP_TOKEN"),
         )
-    click.echo(f"submitted {pipeline} as run {run_id} in experiment {experiment!r} on {host}")
+    click.echo(
+        f"submitted {pipeline} as run {run_id} in experiment {experiment!r} on {redact(host)}"
+    )

@@ -11,10 +11,12 @@ from typing import Any
 
 import click
 
+from datawheel.cli.output import store_option
 from datawheel.errors import DatawheelError
 from datawheel.flywheel.controller import Decision, WatchConfig, Watcher
 from datawheel.flywheel.launch import KfpLauncher, Launcher, LocalLauncher, run_flywheel_subprocess
 from datawheel.flywheel.rules import Thresholds
+from datawheel.redact import redact
 
 __all__ = ["watch"]
 
@@ -62,7 +64,7 @@ def _printer(as_json: bool, out: Any) -> Any:
 
 @click.command()
 @click.option("--model", required=True, help="The served model to watch (its champion).")
-@click.option("--store", default=None, help="file://PATH or s3://BUCKET/PREFIX")
+@store_option()
 @click.option(
     "--prometheus", default="", help="Prometheus URL for the served drift and accuracy gauges."
 )
@@ -165,7 +167,8 @@ def watch(
     address = _listen(listen) if listen else None
     if prometheus and not prometheus.startswith(("http://", "https://")):
         raise DatawheelError(
-            f"--prometheus {prometheus!r} is not a URL", "pass e.g. --prometheus http://HOST:9090"
+            f"--prometheus {redact(prometheus)!r} is not a URL",
+            "pass e.g. --prometheus http://HOST:9090",
         )
     thresholds = Thresholds(not no_drift, accuracy_below, min_labels, new_labels)
     config = WatchConfig(
