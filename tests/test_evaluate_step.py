@@ -74,7 +74,7 @@ def _data() -> tuple[Splits, Classifier]:
 
 
 def export_dir(model: Classifier, tf: Transform, out: Path) -> Path:
-    """What the train step leaves: model.ts, model_int8.ts, model.pt, transform.json."""
+    """What the train step leaves: model.ts, model.onnx, model_int8.onnx, model.pt, transform."""
     export_model(
         model, mean=np.asarray(tf.mean, np.float32), std=np.asarray(tf.std, np.float32), out_dir=out
     )

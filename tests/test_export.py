@@ -1,4 +1,4 @@
-"""Export: TorchScript on raw features matches eager; int8 agrees; files and hashes."""
+"""Export: TorchScript and ONNX on raw features match eager; ONNX int8 agrees; files, hashes."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import torch
 from digits_data import raw_split
 
-import datawheel.training.export as export_mod
 from datawheel.errors import DatawheelError
 from datawheel.storage.files import sha256_file
-from datawheel.training.export import export_model, int8_method, load_exported
+from datawheel.training.export import export_model, load_exported
 from datawheel.training.loop import TrainConfig, fit
 from datawheel.training.networks import Classifier, build_model
+from datawheel.training.onnx_export import onnx_logits, onnx_session
 
 
 @functools.cache
@@ -46,13 +46,14 @@ def _eager_on_raw(
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_torchscript_on_raw_features_matches_eager(kind: str, tmp_path: Path) -> None:
+def test_torchscript_and_onnx_on_raw_features_match_eager(kind: str, tmp_path: Path) -> None:
     model, mean, std, raw = _trained(kind)
-    files = export_model(model, mean=mean, std=std, out_dir=tmp_path)
-    assert files == {
+    exported = export_model(model, mean=mean, std=std, out_dir=tmp_path, calibration=raw)
+    assert exported.files == {
         "state_dict": "model.pt",
         "torchscript": "model.ts",
-        "torchscript_int8": "model_int8.ts",
+        "onnx": "model.onnx",
+        "onnx_int8": "model_int8.onnx",
     }
     expected = _eager_on_raw(model, mean, std, raw)
     served = load_exported(tmp_path / "model.ts")
@@ -61,41 +62,43 @@ def test_torchscript_on_raw_features_matches_eager(kind: str, tmp_path: Path) ->
         got = served(torch.from_numpy(raw)).numpy()
     assert got.shape == (len(raw), 10)
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
-
-    with torch.no_grad():
-        int8 = load_exported(tmp_path / "model_int8.ts")(torch.from_numpy(raw)).numpy()
+    # ONNX fp32: the same logits within 1e-4 on every row, any batch size (dynamic axis)
+    session = onnx_session(tmp_path / "model.onnx")
+    assert session.get_inputs()[0].shape[0] == "batch"
+    np.testing.assert_allclose(onnx_logits(session, raw), expected, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(onnx_logits(session, raw[:1]), expected[:1], atol=1e-4, rtol=0)
+    # ONNX int8: dynamic for the MLP, static QDQ for the CNN; smaller, nearly the same answers
+    int8 = onnx_logits(onnx_session(tmp_path / "model_int8.onnx"), raw)
     agreement = (int8.argmax(axis=1) == expected.argmax(axis=1)).mean()
     assert agreement >= 0.95
     assert not np.array_equal(int8, got)  # it really is a different (quantized) network
+    assert (tmp_path / "model_int8.onnx").stat().st_size < (tmp_path / "model.onnx").stat().st_size
+    static = "quantize_static" in exported.int8_method
+    assert static == (kind == "cnn"), exported.int8_method
 
 
-def test_int8_uses_torch_dynamic_quantization(tmp_path: Path) -> None:
-    model, mean, std, _ = _trained("mlp")
-    assert int8_method() == "torch.ao.quantization.quantize_dynamic"
-    export_model(model, mean=mean, std=std, out_dir=tmp_path)
-    code = load_exported(tmp_path / "model_int8.ts").net.head.code
-    assert "quantized" in code
-    assert (tmp_path / "model_int8.ts").stat().st_size < (tmp_path / "model.ts").stat().st_size
+def test_onnx_keeps_missing_values_and_categorical_codes(tmp_path: Path) -> None:
+    from datawheel.training.networks import build_model
 
-
-def test_int8_fallback_when_torch_has_no_quantize_dynamic(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    model, mean, std, raw = _trained("mlp")
-    monkeypatch.setattr(export_mod, "_dynamic_quantizer", lambda: None)
-    assert int8_method() == "weight-only int8 fallback"
-    export_model(model, mean=mean, std=std, out_dir=tmp_path)
-    int8 = load_exported(tmp_path / "model_int8.ts")
-    assert int8.net.head.qweight.dtype == torch.int8
+    net = build_model("mlp", 3, 3, None, hidden=8, categorical={1: 3, 2: 20}).eval()
+    mean, std = np.asarray([0.5, 0.0, 0.0], np.float32), np.asarray([2.0, 1.0, 1.0], np.float32)
+    rows = np.asarray([[np.nan, 1, 19], [1.0, 0, 0], [2.0, 3, 7], [0.1, 9, -1]], np.float32)
+    export_model(net, mean=mean, std=std, out_dir=tmp_path, calibration=rows)
     with torch.no_grad():
-        got = int8(torch.from_numpy(raw)).numpy()
-    expected = _eager_on_raw(model, mean, std, raw)
-    assert (got.argmax(axis=1) == expected.argmax(axis=1)).mean() >= 0.95
+        expected = load_exported(tmp_path / "model.ts")(torch.from_numpy(rows)).numpy()
+    got = onnx_logits(onnx_session(tmp_path / "model.onnx"), rows)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+
+
+def test_a_cnn_needs_calibration_rows_for_int8(tmp_path: Path) -> None:
+    model, mean, std, _ = _trained("cnn")
+    with pytest.raises(DatawheelError, match="calibration rows"):
+        export_model(model, mean=mean, std=std, out_dir=tmp_path)
 
 
 def test_state_dict_round_trips_and_hashes(tmp_path: Path) -> None:
     model, mean, std, raw = _trained("cnn")
-    files = export_model(model, mean=mean, std=std, out_dir=tmp_path)
+    files = export_model(model, mean=mean, std=std, out_dir=tmp_path, calibration=raw).files
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files.values())
     state = torch.load(tmp_path / "model.pt", weights_only=True)
     rebuilt = build_model("cnn", 64, 10, (1, 8, 8), hidden=64)
@@ -112,7 +115,7 @@ def test_state_dict_round_trips_and_hashes(tmp_path: Path) -> None:
 
 def test_served_model_needs_no_datawheel_code(tmp_path: Path) -> None:
     model, mean, std, raw = _trained("cnn")
-    export_model(model, mean=mean, std=std, out_dir=tmp_path)
+    export_model(model, mean=mean, std=std, out_dir=tmp_path, calibration=raw)
     np.save(tmp_path / "raw.npy", raw[:5])
     script = (
         "import sys; sys.modules['datawheel'] = None\n"  # any datawheel import would fail

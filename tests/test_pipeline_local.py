@@ -58,9 +58,14 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     card = registry.resolve(st, "digits", "v2").card
     assert card["dataset_version"] == s1["dataset_version"]
     assert card["checksum"] == card["files"]["model.ts"]
-    assert {"model.ts", "model_int8.ts", "model.pt", "transform.json", "report.html"} <= set(
-        card["files"]
-    )
+    assert {
+        "model.ts",
+        "model.onnx",
+        "model_int8.onnx",
+        "model.pt",
+        "transform.json",
+        "report.html",
+    } <= set(card["files"])
 
     listed = datawheel("models", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout

@@ -71,9 +71,10 @@ def test_train_step_exports_a_model_that_takes_raw_rows(splits_dir: Path, tmp_pa
     files = sorted(p.name for p in (tmp_path / "model").iterdir())
     assert files == [
         "drift_reference.json",
+        "model.onnx",
         "model.pt",
         "model.ts",
-        "model_int8.ts",
+        "model_int8.onnx",
         "train.json",
         "transform.json",
     ]

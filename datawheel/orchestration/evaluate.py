@@ -97,7 +97,7 @@ def evaluate_step(
     scores, per_class, confusion = classification_metrics(y_true, pred, classes)
     correct_new = pred == y_true
     del pred
-    int8_pred = _predict(Path(model_dir, "model_int8.ts"), splits.x_test, len(classes))
+    int8_pred = _predict(Path(model_dir, "model_int8.onnx"), splits.x_test, len(classes))
     int8_acc = float(np.mean(int8_pred == y_true)) if len(y_true) else 0.0
     del int8_pred
     champ = score_champion(open_store(store), model_name, splits.x_test, y_true, splits.transform)

@@ -82,7 +82,7 @@ def train_step(
     checkpoint_root: str = "",
     warm_start_from: str = "",
 ) -> dict[str, float]:
-    """Fit, export (TorchScript + int8), and leave everything serving needs in ``model_dir``.
+    """Fit, export (TorchScript, ONNX, ONNX int8), leave all serving needs in ``model_dir``.
 
     ``transfer_from`` (a model ref) starts from that model with its backbone frozen;
     ``warm_start_from`` starts from it and fine-tunes every layer (the flywheel's default,
@@ -126,11 +126,12 @@ def train_step(
     )
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
-    export_model(
+    exported = export_model(
         result.model,
         mean=np.asarray(tf.mean, np.float32),
         std=np.asarray(tf.std, np.float32),
         out_dir=out,
+        calibration=splits.x_train,
     )
     tf.save(out / "transform.json")
     _write_drift_reference(splits, out)
@@ -141,6 +142,7 @@ def train_step(
         "device": result.device,
         "transfer_from": transfer_from,
         "warm_start_from": warm_from,
+        "int8_method": exported.int8_method,
     }
     (out / "train.json").write_text(json.dumps(info, indent=2))
     for name, value in result.metrics.items():

@@ -1,15 +1,12 @@
-"""Export a trained classifier for serving: state dict, TorchScript, int8 TorchScript.
+"""Export a trained classifier for serving: state dict, TorchScript, ONNX and ONNX int8.
 
-The TorchScript files wrap the network in a module that applies the fitted
+The TorchScript and ONNX files wrap the network in a module that applies the fitted
 normalization ``(x - mean) / std`` first, so a server feeds RAW feature rows
 ``[N, n_features]`` (float32) and needs neither training code nor the transform.
 
-int8: ``torch.ao.quantization.quantize_dynamic`` still works in torch 2.13 (it
-warns that it is deprecated in favour of torchao, which datawheel does not
-depend on). It quantizes every ``nn.Linear`` to int8 weights with activations
-quantized on the fly; convolutions stay float32. If a later torch drops it, a
-weight-only int8 fallback (int8 weights + per-row scales, dequantized in
-``forward``) keeps the same file and interface.
+int8 is ONNX Runtime's (:mod:`datawheel.training.onnx_export`): dynamic for an MLP, static
+QDQ calibrated on the training rows for a CNN. torch's ``torch.ao.quantization`` path,
+deprecated in torch 2.13 and due to be removed, is not used.
 """
 
 # No ``from __future__ import annotations`` here: TorchScript must resolve the real
@@ -18,32 +15,38 @@ import copy
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from datawheel.errors import DatawheelError
 from datawheel.storage.files import atomic_write
+from datawheel.training.onnx_export import ONNX_FILE, ONNX_INT8_FILE, export_onnx, quantize_int8
 
 __all__ = [
     "EXPORT_FILES",
+    "Exported",
     "export_model",
-    "int8_method",
     "load_exported",
 ]
 
 EXPORT_FILES: dict[str, str] = {
     "state_dict": "model.pt",
     "torchscript": "model.ts",
-    "torchscript_int8": "model_int8.ts",
+    "onnx": ONNX_FILE,
+    "onnx_int8": ONNX_INT8_FILE,
 }
 
-_Quantizer = Callable[..., nn.Module]
+
+@dataclass(frozen=True)
+class Exported:
+    files: dict[str, str]  # what each file is -> its name in the folder
+    int8_method: str  # how model_int8.onnx was made
 
 
 class _Normalized(nn.Module):
@@ -68,71 +71,12 @@ class _Normalized(nn.Module):
         return out
 
 
-class _Int8Linear(nn.Module):
-    """Weight-only int8 ``nn.Linear`` (symmetric, one scale per output row)."""
-
-    qweight: Tensor
-    scale: Tensor
-    bias: Tensor
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        weight = linear.weight.detach().float()
-        scale = weight.abs().amax(dim=1).clamp(min=1e-12) / 127.0
-        qweight = torch.round(weight / scale[:, None]).clamp(-127, 127).to(torch.int8)
-        bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
-        self.register_buffer("qweight", qweight)
-        self.register_buffer("scale", scale)
-        self.register_buffer("bias", bias.detach().float().clone())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.qweight.float() * self.scale[:, None], self.bias)
-
-
 @contextmanager
 def _quiet() -> Iterator[None]:
-    """Silence torch's deprecation notices for TorchScript and torch.ao quantization."""
+    """Silence torch's deprecation notices for TorchScript."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*", category=UserWarning)
         yield
-
-
-def _dynamic_quantizer() -> _Quantizer | None:
-    """torch's ``quantize_dynamic`` if this build has it and an int8 CPU engine, else None."""
-    with _quiet():
-        try:
-            from torch.ao import quantization
-        except ImportError:
-            return None
-    fn: _Quantizer | None = getattr(quantization, "quantize_dynamic", None)
-    engines = set(torch.backends.quantized.supported_engines) - {"none"}
-    return fn if engines else None
-
-
-def int8_method() -> str:
-    """Which int8 path :func:`export_model` takes with this torch build."""
-    if _dynamic_quantizer() is not None:
-        return "torch.ao.quantization.quantize_dynamic"
-    return "weight-only int8 fallback"
-
-
-def _swap_linear(module: nn.Module) -> None:
-    for name, child in module.named_children():
-        if isinstance(child, nn.Linear):
-            setattr(module, name, _Int8Linear(child))
-        else:
-            _swap_linear(child)
-
-
-def _quantize_int8(module: nn.Module) -> nn.Module:
-    quantized = copy.deepcopy(module).eval()
-    quantizer = _dynamic_quantizer()
-    if quantizer is None:
-        _swap_linear(quantized)
-        return quantized
-    with _quiet():
-        return quantizer(quantized, {nn.Linear}, dtype=torch.qint8)
 
 
 def _stats(name: str, values: npt.NDArray[Any], n_features: int | None) -> Tensor:
@@ -172,11 +116,15 @@ def export_model(
     mean: npt.NDArray[np.floating[Any]],
     std: npt.NDArray[np.floating[Any]],
     out_dir: Path,
-) -> dict[str, str]:
-    """Write ``model.pt``, ``model.ts`` and ``model_int8.ts`` to ``out_dir``; their file names.
+    calibration: npt.NDArray[np.floating[Any]] | None = None,
+) -> Exported:
+    """Write ``model.pt``, ``model.ts``, ``model.onnx`` and ``model_int8.onnx`` to ``out_dir``.
 
     ``model.pt`` is the network's state dict (normalized inputs; what ``fit(init_state=...)``
-    takes). Both ``.ts`` files take raw features. Keys are those of :data:`EXPORT_FILES`.
+    takes). The ``.ts`` and ``.onnx`` files take raw features. ``calibration`` is raw
+    training rows: a CNN's static int8 quantization is calibrated on them (required for a
+    CNN). Returns the files (:data:`EXPORT_FILES`, plus ``onnx_data`` when the weights went
+    to an external file) and how int8 was made.
     """
     net = copy.deepcopy(model).cpu().eval()
     n_features = getattr(net, "n_features", None)
@@ -188,9 +136,17 @@ def export_model(
     state = net.state_dict()
     atomic_write(out / EXPORT_FILES["state_dict"], lambda fh: torch.save(state, fh))
     atomic_write(out / EXPORT_FILES["torchscript"], _jit_save(_script(wrapper)))
-    int8 = _script(_quantize_int8(wrapper))
-    atomic_write(out / EXPORT_FILES["torchscript_int8"], _jit_save(int8))
-    return dict(EXPORT_FILES)
+    width = n_features or int(np.asarray(mean).size)
+    rows = np.asarray(calibration, np.float32) if calibration is not None else None
+    sample = rows[:2] if rows is not None and len(rows) >= 2 else np.zeros((2, width), np.float32)
+    written = export_onnx(wrapper, np.nan_to_num(sample), out)
+    is_cnn = getattr(net, "kind", "") == "cnn"
+    method = quantize_int8(out, static=is_cnn, calibration=rows)
+    files = dict(EXPORT_FILES)
+    extra = [f for f in written if f != ONNX_FILE]
+    if extra:
+        files["onnx_data"] = extra[0]
+    return Exported(files, method)
 
 
 def load_exported(path: str | Path, device: str = "cpu") -> torch.jit.ScriptModule:
