@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,6 @@ from datawheel import registry
 from datawheel.data.split import Splits, write_splits
 from datawheel.data.transform import fit_transform
 from datawheel.orchestration.register import register_step
-from datawheel.orchestration.retry_policy import LOCAL_RUN_ENV, step_retries
 from datawheel.orchestration.train import train_step
 from datawheel.storage import LocalStore
 
@@ -144,10 +145,48 @@ def test_a_register_that_fills_the_disk_fails_at_once_and_leaves_nothing(
     assert (done["model_version"], done["alias"]) == ("v1", "champion")
 
 
-def test_a_local_run_does_not_retry_steps() -> None:
-    assert step_retries(3, {}) == 3
-    assert step_retries(3, {LOCAL_RUN_ENV: "1"}) == 0
-    assert step_retries(3, {LOCAL_RUN_ENV: "0"}) == 3
+# Run as the CLI runs pipelines: in a process whose working directory is not the checkout
+# (its docker/ folder would shadow the docker package kfp.local imports).
+_LOCAL_RUN = """
+import json, sys, time
+from datawheel.orchestration.local_runner import LocalRunner
+from datawheel.orchestration.params import defaults
+from datawheel.orchestration.preflight import check_training
+from datawheel.orchestration.retry_policy import retried_tasks, without_retries
+from datawheel.pipelines.training import training
+
+local = without_retries(training)
+args = check_training({**defaults(training), "store": sys.argv[1], "epochs": 2})
+start = time.monotonic()
+result = LocalRunner(sys.argv[2]).run(local, args)
+print(json.dumps({"took": time.monotonic() - start, "status": result.status,
+                  "error": result.error, "steps": [s.task for s in result.steps],
+                  "retried": retried_tasks(training), "retried_local": retried_tasks(local)}))
+"""
+
+
+def test_a_local_run_that_fills_the_disk_fails_at_once(tmp_path: Path, tiny_disk: Path) -> None:
+    # the whole training pipeline through kfp.local: the dataset fits, the model does not
+    _fill(tiny_disk, leave=400 * 1024)
+    store = f"file://{tiny_disk / 'store'}"
+    proc = subprocess.run(
+        [sys.executable, "-c", _LOCAL_RUN, store, str(tmp_path / "runs")],
+        cwd=tmp_path,
+        env={**os.environ, "DATAWHEEL_CHECKPOINT_DIR": str(tmp_path / "ckpt")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["retried"] and not out["retried_local"]  # the original keeps its retries
+    assert out["status"] == "FAILED"
+    assert out["error"].startswith("register: cannot write 'models/"), out
+    assert "No space left on device. Fix: free disk space" in out["error"]
+    assert out["steps"].count("register") == 1  # run once, not 4 times
+    assert out["took"] < 120, out  # no 30 + 60 + 120 s of retry backoff
+    assert not (tiny_disk / "store" / "models").exists()
 
 
 def test_rerunning_the_pipeline_reuses_the_model_and_a_new_store_trains_anew(
