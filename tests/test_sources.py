@@ -256,3 +256,35 @@ def test_http_uri_source(tmp_path: Path) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_an_http_source_never_echoes_what_it_sent(tmp_path: Path) -> None:
+    """A URL answering with a credentials file that parses as CSV: the error names neither its
+    columns nor the URL's password."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"AWS_SECRET_ACCESS_KEY=SECRETVALUE,token\n1,2\n"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/csv")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        url = f"http://me:PASSWORD@127.0.0.1:{httpd.server_port}/creds.csv"
+        with pytest.raises(DatawheelError) as info:
+            load_source(url)
+    finally:
+        httpd.shutdown()
+    text = f"{info.value} {info.value.fix}"
+    assert "no label column 'label' (2 columns)" in text
+    for secret in ("SECRET", "PASSWORD", "token"):
+        assert secret not in text

@@ -46,7 +46,9 @@ def load_source(source: str, *, label: str = "label", image_size: int = 16) -> L
     if source.startswith("s3://"):
         return _load_table_bytes(_read_s3(source), source, label)
     if source.startswith(("http://", "https://")):
-        return _load_table_bytes(_read_http(source), source, label)
+        from datawheel.data.http_source import display_url, read_http
+
+        return _load_table_bytes(read_http(source), display_url(source), label, remote=True)
     path = Path(source[len("file://") :] if source.startswith("file://") else source).expanduser()
     if path.is_dir():
         return _load_image_folder(path, image_size)
@@ -83,26 +85,10 @@ def _read_s3(uri: str) -> bytes:
     return S3Store.from_uri(f"s3://{bucket}").get_bytes(key)
 
 
-def _read_http(url: str) -> bytes:
-    import urllib.error
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(url, timeout=30) as response:
-            data: bytes = response.read()
-            return data
-    except urllib.error.HTTPError as exc:
-        raise DatawheelError(
-            f"source {url!r} answered HTTP {exc.code}", "check the URL and that the file exists"
-        ) from exc
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise DatawheelError(
-            f"cannot fetch source {url!r} ({reason})", "check the URL and the network"
-        ) from exc
-
-
-def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
+def _load_table_bytes(data: bytes, source: str, label: str, *, remote: bool = False) -> Loaded:
+    """Parse a CSV/Parquet file. ``remote``: what a server sent, so no error quotes any of it
+    (not a parser message, not a column name): a URL that answers with a secret cannot have
+    it printed."""
     is_parquet = source.lower().endswith((".parquet", ".pq")) or data[:4] == b"PAR1"
     try:
         frame = pd.read_parquet(io.BytesIO(data)) if is_parquet else pd.read_csv(io.BytesIO(data))
@@ -112,15 +98,16 @@ def _load_table_bytes(data: bytes, source: str, label: str) -> Loaded:
         ) from exc
     except Exception as exc:  # pandas/pyarrow raise many parser types
         kind = "Parquet" if is_parquet else "CSV"
+        why = "" if remote else f": {str(exc).splitlines()[0]}"
         raise DatawheelError(
-            f"cannot parse {source!r} as {kind}: {str(exc).splitlines()[0]}",
-            f"check that the file is valid {kind}",
-        ) from exc
-    _refuse_duplicates(data, frame, source, is_parquet)
+            f"cannot parse {source!r} as {kind}{why}", f"check that the file is valid {kind}"
+        ) from None if remote else exc
+    _refuse_duplicates(data, frame, source, is_parquet, remote)
     if label not in frame.columns:
+        names = [str(c) for c in frame.columns]
+        shown = f"{len(names)} columns" if remote else f"columns: {name_list(names)}"
         raise DatawheelError(
-            f"source {source!r} has no label column {label!r} "
-            f"(columns: {name_list([str(c) for c in frame.columns])})",
+            f"source {source!r} has no label column {label!r} ({shown})",
             "name the label column with --param label=COLUMN",
         )
     features = [c for c in frame.columns if c != label]
@@ -140,12 +127,15 @@ def _header(data: bytes) -> list[str]:
     return next(csv.reader([first]), [])
 
 
-def _refuse_duplicates(data: bytes, frame: pd.DataFrame, source: str, is_parquet: bool) -> None:
+def _refuse_duplicates(
+    data: bytes, frame: pd.DataFrame, source: str, is_parquet: bool, remote: bool
+) -> None:
     names = [str(c) for c in frame.columns] if is_parquet else _header(data)
     twice = sorted(n for n, count in Counter(names).items() if count > 1)
     if twice:
+        which = f"{len(twice)} names" if remote else name_list(twice)
         raise DatawheelError(
-            f"source {source!r} has more than one column named {name_list(twice)}",
+            f"source {source!r} has more than one column named {which}",
             "give every column its own name in the header",
         )
 

@@ -76,9 +76,10 @@ def _is_dataset_ref(spec: str) -> bool:
 
 def _read_remote(uri: str) -> bytes:
     # the same readers ingest uses, so s3:// and http(s):// behave (and fail) the same way
-    from datawheel.data.sources import _read_http, _read_s3
+    from datawheel.data.http_source import read_http
+    from datawheel.data.sources import _read_s3
 
-    return _read_s3(uri) if uri.startswith("s3://") else _read_http(uri)
+    return _read_s3(uri) if uri.startswith("s3://") else read_http(uri)
 
 
 def _parse_table(data: bytes, source: str, name: str) -> pd.DataFrame:
@@ -136,7 +137,10 @@ def load_sample(
     if _is_dataset_ref(spec):
         return _dataset_sample(spec, store)
     if spec.startswith(("s3://", "http://", "https://")):
-        frame, labels = _split_label(_parse_table(_read_remote(spec), spec, spec), label)
+        from datawheel.data.http_source import display_url
+
+        shown = display_url(spec) if spec.startswith(("http://", "https://")) else spec
+        frame, labels = _split_label(_parse_table(_read_remote(spec), shown, shown), label)
         found = label if labels is not None else ""
         return Sample(spec, frame, [str(c) for c in frame.columns], labels, label_column=found)
     path = Path(spec.removeprefix("file://")).expanduser()
