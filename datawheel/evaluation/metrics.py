@@ -22,6 +22,9 @@ class Evaluation:
     extra: dict[str, float] = field(default_factory=dict)
     # reference / production / combined: rows and both models' accuracy (evaluation.slices)
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # each serving variant's figures (evaluation.variants) and the one picked to serve
+    variants: list[dict[str, Any]] = field(default_factory=list)
+    serving_variant: dict[str, str] = field(default_factory=dict)
 
 
 def classification_metrics(
@@ -64,4 +67,6 @@ def as_dict(ev: Evaluation) -> dict[str, Any]:
         "margin": c.margin,
         "production_tolerance": c.production_tolerance,
         "slices": ev.slices,
+        "variants": ev.variants,
+        "serving_variant": ev.serving_variant,
     }

@@ -16,6 +16,7 @@ from typing import Any
 
 from datawheel.evaluation.compare import describe_confidence
 from datawheel.evaluation.metrics import Evaluation
+from datawheel.evaluation.variants import variant_rows
 
 __all__ = [
     "confusion_png",
@@ -59,6 +60,49 @@ def _slices_html(slices: dict[str, dict[str, Any]] | None) -> str:
         for row in slice_rows(slices)
     )
     return f"<h2>Test slices</h2><table><tr>{head}</tr>{body}</table>\n"
+
+
+_VARIANT_HEADER = (
+    "variant",
+    "runtime",
+    "size",
+    "test accuracy",
+    "batch 1 p50 / p99 ms",
+    "batch 64 p50 / p99 ms",
+    "",
+)
+
+
+def _variants_html(variants: list[dict[str, Any]] | None, chosen: dict[str, str] | None) -> str:
+    if not variants:
+        return ""
+    pick = (chosen or {}).get("name", "")
+    head = "".join(f"<th>{h}</th>" for h in _VARIANT_HEADER)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in variant_rows(variants, pick)
+    )
+    why = html.escape((chosen or {}).get("reason", ""))
+    return (
+        f"<h2>Serving variants</h2><table><tr>{head}</tr>{body}</table>"
+        f"<p>Serves <b>{html.escape(pick)}</b>: {why}.</p>\n"
+    )
+
+
+def _variants_markdown(ev: Evaluation) -> list[str]:
+    if not ev.variants:
+        return []
+    pick = ev.serving_variant.get("name", "")
+    return [
+        "",
+        "## Serving variants",
+        "",
+        "| " + " | ".join(h or "chosen" for h in _VARIANT_HEADER) + " |",
+        "|---" * len(_VARIANT_HEADER) + "|",
+        *["| " + " | ".join(row) + " |" for row in variant_rows(ev.variants, pick)],
+        "",
+        f"Serves `{pick}`: {ev.serving_variant.get('reason', '')}.",
+    ]
 
 
 def _png(fig: Any) -> bytes:
@@ -138,9 +182,12 @@ def evaluation_html(
     classes: Sequence[str],
     confusion: Sequence[Sequence[int]],
     slices: dict[str, dict[str, Any]] | None = None,
+    variants: list[dict[str, Any]] | None = None,
+    serving_variant: dict[str, str] | None = None,
 ) -> str:
     """The whole report page; ``slices`` (see :mod:`datawheel.evaluation.slices`) adds the
-    table of both models' accuracy on the reference, production and combined test rows."""
+    table of both models' accuracy on the reference, production and combined test rows, and
+    ``variants`` the serving variants' table with the one picked."""
     rows = "".join(
         f"<tr><td>{html.escape(k)}</td><td>{v:.4f}</td></tr>" for k, v in metrics.items()
     )
@@ -153,7 +200,7 @@ td{{padding:.2em .8em;border-bottom:1px solid #ddd}}
 <body><h1>Evaluation of {html.escape(model)}: <span class="{decision}">{decision}</span></h1>
 <p>Dataset <code>{html.escape(dataset)}</code>. {html.escape(reason)}.</p>
 <h2>Test metrics</h2><table>{rows}</table>
-{_slices_html(slices)}<h2>Training</h2>{curves}
+{_slices_html(slices)}{_variants_html(variants, serving_variant)}<h2>Training</h2>{curves}
 <h2>Confusion matrix</h2>{_img(confusion_png(classes, confusion), "confusion matrix")}
 </body></html>
 """
@@ -209,6 +256,7 @@ def report_markdown(ev: Evaluation, *, model: str, dataset: str) -> str:
             "|---" * len(_SLICE_HEADER) + "|",
             *["| " + " | ".join(row) + " |" for row in slice_rows(ev.slices)],
         ]
+    lines += _variants_markdown(ev)
     lines += [
         "",
         "## Per class",

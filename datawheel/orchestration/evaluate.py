@@ -48,6 +48,8 @@ def evaluate_step(
     html_path: str = "",
     confidence: float = 0.95,
     production_tolerance: float = 0.0,
+    accuracy_tolerance: float = 0.005,
+    latency_budget_ms: float = 0.0,
 ) -> dict[str, Any]:
     """Score the challenger (float and int8) and compare it with the champion on the test rows.
 
@@ -62,6 +64,12 @@ def evaluate_step(
     When there are production test rows, a promote also needs the challenger's production
     accuracy to be at most ``production_tolerance`` below the champion's; otherwise
     ``reject``, with the reason naming the production slice and both accuracies.
+
+    Every serving variant in ``model_dir`` (TorchScript, ONNX, ONNX int8, a distilled
+    student) is measured here (size, batch-1 and batch-64 latency, test accuracy) and one is
+    picked to serve (:func:`~datawheel.evaluation.variants.choose_variant` with
+    ``accuracy_tolerance`` and ``latency_budget_ms``, 0 for none); both go into the result
+    (``variants``, ``serving_variant``) and the reports.
 
     Writes the Markdown report to ``report_path`` and, when ``html_path`` is given, the
     HTML report with training curves and the confusion matrix.
@@ -80,10 +88,17 @@ def evaluate_step(
         slice_accuracies,
         slice_metrics,
     )
+    from datawheel.evaluation.variants import choose_variant, measure_variants
 
     if not 0 < confidence < 1:
         raise DatawheelError(
             f"confidence={confidence} is not a probability", "use a value such as 0.95"
+        )
+    if not 0 <= accuracy_tolerance < 1 or latency_budget_ms < 0:
+        raise DatawheelError(
+            f"accuracy_tolerance={accuracy_tolerance} / latency_budget_ms={latency_budget_ms} "
+            "is out of range",
+            "use an accuracy difference in [0, 1) such as 0.005, and a budget of 0 (none) or more",
         )
     if not 0 <= production_tolerance < 1:
         raise DatawheelError(
@@ -114,6 +129,12 @@ def evaluate_step(
             champion_version=champ.version,
             confidence=confidence,
         )
+    figures = measure_variants(model_dir, splits.x_test, y_true, log=log)
+    choice = choose_variant(
+        figures, accuracy_tolerance=accuracy_tolerance, latency_budget_ms=latency_budget_ms
+    )
+    log(f"serving variant: {choice.name} ({choice.reason})")
+    variants = [f.to_json() for f in figures]
     slices = slice_accuracies(correct_new, champ.correct, splits.test_production)
     comparison = gate_production(comparison, slices, production_tolerance)
     sliced = slice_metrics(slices)
@@ -126,6 +147,8 @@ def evaluate_step(
         comparison,
         extra={"int8_accuracy": int8_acc, **challenger_slices},
         slices=slices,
+        variants=variants,
+        serving_variant=choice.to_json(),
     )
     Path(report_path).write_text(report_markdown(ev, model=model_name, dataset=dataset))
     if html_path:
@@ -142,6 +165,8 @@ def evaluate_step(
             classes=classes,
             confusion=confusion,
             slices=slices,
+            variants=variants,
+            serving_variant=choice.to_json(),
         )
         Path(html_path).write_text(page)
     for name, value in {**scores, **ev.extra, **sliced}.items():

@@ -145,6 +145,9 @@ def register_step(
         "reason": ev["reason"],
         "evaluated_against": ev.get("champion_version"),
     }
+    if ev.get("variants"):  # measured by the evaluate step on its machine; serve --variant auto
+        card["variants"] = ev["variants"]
+        card["serving_variant"] = ev.get("serving_variant") or {"name": "torchscript"}
     if trigger := _trigger(st, dataset, dataset_version):
         card["trigger"] = trigger
     report = Path(report_path) if report_path else None
