@@ -18,6 +18,7 @@ from datawheel.data.sources import load_source
 from datawheel.data.validation import check_frame
 from datawheel.data.versions import default_name
 from datawheel.errors import DatawheelError
+from datawheel.orchestration.compress import check_compress_params
 from datawheel.orchestration.sweep import lr_grid
 from datawheel.storage import LocalStore, open_store, validate_name
 from datawheel.training.networks import check_model_kind
@@ -27,7 +28,8 @@ __all__ = ["check_flywheel", "check_parameters", "check_training"]
 
 def check_parameters(args: dict[str, Any]) -> None:
     """The checks that need neither the store nor the source: model kind, sizes, learning
-    rates, names. ``datawheel submit`` runs these before anything reaches the cluster."""
+    rates, the compress mode and distillation settings, names. ``datawheel submit`` runs
+    these before anything reaches the cluster."""
     check_model_kind(str(args.get("model_kind", "mlp")))
     for key in ("epochs", "batch_size", "image_size"):
         if key in args and int(args[key]) < 1:
@@ -35,6 +37,11 @@ def check_parameters(args: dict[str, Any]) -> None:
                 f"{key}={args[key]} must be at least 1", f"pass --param {key}=N, N >= 1"
             )
     lr_grid(float(args.get("learning_rate", 1e-3)), str(args.get("sweep_learning_rates", "")))
+    check_compress_params(
+        str(args.get("compress", "auto")),
+        float(args.get("distill_temperature", 4.0)),
+        float(args.get("distill_alpha", 0.7)),
+    )
     for key in ("dataset_name", "model_name"):
         if args.get(key):
             validate_name(str(args[key]), f"--param {key}")

@@ -91,9 +91,11 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
     ]
 
 
-def _cnn_backbone(image_shape: tuple[int, int, int], hidden: int) -> nn.Sequential:
+def _cnn_backbone(
+    image_shape: tuple[int, int, int], hidden: int, widths: tuple[int, int] = _CNN_CHANNELS
+) -> nn.Sequential:
     channels, _, _ = image_shape
-    c1, c2 = _CNN_CHANNELS
+    c1, c2 = widths
     return nn.Sequential(
         nn.Unflatten(1, image_shape),
         *_conv_block(channels, c1),
@@ -138,9 +140,12 @@ def build_model(
     image_shape: tuple[int, int, int] | None,
     hidden: int = 128,
     categorical: dict[int, int] | None = None,
+    channels: tuple[int, int] | None = None,
 ) -> Classifier:
     """Build a freshly initialized classifier of ``kind`` (one of :data:`MODEL_KINDS`);
-    ``categorical`` maps each categorical feature's column to its number of categories."""
+    ``categorical`` maps each categorical feature's column to its number of categories.
+    ``channels`` sets a CNN's two convolution widths (default :data:`_CNN_CHANNELS`, a
+    distilled student takes fewer); an MLP has none and ignores it."""
     check_model_kind(kind)
     if n_features < 1:
         raise DatawheelError("the dataset has no feature columns", "ingest data with features")
@@ -151,6 +156,12 @@ def build_model(
         )
     if hidden < 1:
         raise DatawheelError(f"hidden={hidden} must be at least 1", "use --param hidden=128")
+    widths = _CNN_CHANNELS if channels is None else (int(channels[0]), int(channels[1]))
+    if min(widths) < 1:
+        raise DatawheelError(
+            f"CNN channels {widths} must be at least 1 each",
+            f"leave channels unset for the default {_CNN_CHANNELS}",
+        )
     shape: tuple[int, int, int] | None = None
     if image_shape is not None and len(image_shape) == 3:
         shape = (int(image_shape[0]), int(image_shape[1]), int(image_shape[2]))
@@ -162,7 +173,7 @@ def build_model(
     if kind == "cnn":
         _check_image_shape(image_shape, n_features)
         assert shape is not None
-        backbone = _cnn_backbone(shape, hidden)
+        backbone = _cnn_backbone(shape, hidden, widths)
     else:
         backbone = _mlp_backbone(n_features, hidden, dict(categorical or {}))
     return Classifier(

@@ -68,11 +68,14 @@ def _quiet() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def export_onnx(module: nn.Module, sample: np.ndarray, out_dir: Path) -> list[str]:
-    """Write ``model.onnx`` (and ``model.onnx.data`` for a model over 2 GB); the file names.
+def export_onnx(
+    module: nn.Module, sample: np.ndarray, out_dir: Path, *, name: str = ONNX_FILE
+) -> list[str]:
+    """Write ``name`` (``model.onnx``; and ``NAME.data`` for a model over 2 GB); the file names.
 
     ``module`` takes raw float32 rows; ``sample`` is a few such rows (2 at least, so the
-    batch axis is not specialized to 1).
+    batch axis is not specialized to 1). ``name`` is the file's name in ``out_dir`` (a
+    distilled student is ``student.onnx``).
     """
     rows = np.asarray(sample, np.float32)
     if rows.ndim != 2 or len(rows) < 2:
@@ -82,7 +85,7 @@ def export_onnx(module: nn.Module, sample: np.ndarray, out_dir: Path) -> list[st
     batch = torch.export.Dim("batch", min=1)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    target = out / ONNX_FILE
+    target = out / name
     with _quiet():
         program = torch.onnx.export(
             module.eval(),
@@ -96,7 +99,7 @@ def export_onnx(module: nn.Module, sample: np.ndarray, out_dir: Path) -> list[st
         if program is None:  # pragma: no cover - dynamo=True always returns one
             raise DatawheelError("the ONNX exporter returned nothing", "report this as a bug")
         with tempfile.TemporaryDirectory(dir=out) as tmp:
-            staged = Path(tmp, ONNX_FILE)
+            staged = Path(tmp, name)
             program.save(str(staged), external_data=size >= _TWO_GB)
             names = []
             for f in sorted(Path(tmp).iterdir()):
