@@ -31,6 +31,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
+from datawheel.data.http_source import display_url
 from datawheel.data.naming import default_name
 from datawheel.data.profile import describe
 from datawheel.data.sources import Loaded, load_source
@@ -155,7 +156,9 @@ def ingest_frame(
         "version": version,
         "sha256": digest,
         "format": "parquet",
-        "source": loaded.source,
+        "source": display_url(loaded.source)
+        if loaded.source.startswith(("http://", "https://"))
+        else loaded.source,
         "parent": parent.version if parent else None,
         "created_at": _now(),
         "image_shape": list(loaded.image_shape) if loaded.image_shape else None,

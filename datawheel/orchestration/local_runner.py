@@ -153,6 +153,7 @@ class LocalRunner:
         from kfp import local
 
         from datawheel.orchestration.kfp_local_fix import install
+        from datawheel.orchestration.retry_policy import without_retries
 
         install()  # arguments that contain "python3" reach the steps intact
         self.pipeline_root.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,9 @@ class LocalRunner:
             tap = LogTap(log, self.on_event)  # type: ignore[arg-type]
             try:
                 with contextlib.redirect_stdout(tap), contextlib.redirect_stderr(tap):
-                    task = pipeline(**arguments)
+                    # kfp.local honours the pods' retry policy (30/60/120 s backoff): locally a
+                    # failed step fails the run at once, as a user at a terminal expects
+                    task = without_retries(pipeline)(**arguments)
                 summary = json.loads(task.output) if isinstance(task.output, str) else {}
             except Exception as exc:  # kfp.local raises RuntimeError for a failed task
                 status = "FAILED"
