@@ -1,4 +1,4 @@
-"""Training components: the learning-rate grid, train, and the sweep's pick."""
+"""Training components: the learning-rate grid, train, the sweep's pick, and compress."""
 
 from typing import NamedTuple
 
@@ -62,3 +62,33 @@ def pick_best(val_accuracies: list, model_uris: list) -> str:
     from datawheel.orchestration.sweep import pick_best as pick
 
     return pick(val_accuracies, model_uris)
+
+
+@dsl.component(base_image=CPU_IMAGE, install_kfp_package=False)
+def compress(
+    splits: Input[Dataset],
+    model: Input[Model],
+    mode: str,
+    temperature: float,
+    alpha: float,
+    seed: int,
+    compressed: Output[Model],
+    metrics: Output[Metrics],
+) -> bool:
+    """Copy the model folder; with ``mode`` on (or auto and a model over the size
+    threshold), add a distilled student (student.pt/.ts/.onnx/.json). True when it did."""
+    from datawheel.orchestration.compress import compress_step
+
+    result = compress_step(
+        splits.path,
+        model.path,
+        compressed.path,
+        metrics,
+        mode=mode,
+        temperature=temperature,
+        alpha=alpha,
+        seed=seed,
+    )
+    compressed.metadata.update(model.metadata)  # the teacher's training metrics
+    compressed.metadata.update({k: v for k, v in result.items() if isinstance(v, (int, float))})
+    return bool(result["compressed"])

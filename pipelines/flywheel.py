@@ -1,5 +1,5 @@
-"""The flywheel pipeline: harvest -> validate -> drift-report -> prep -> train -> evaluate ->
-register (promote or reject).
+"""The flywheel pipeline: harvest -> validate -> drift-report -> prep -> train -> compress ->
+evaluate -> register (promote or reject).
 
 Production labels become the next dataset version and the model is retrained on it, by
 default fine-tuning the champion's weights. Pure DSL, no logic: every step is a component in
@@ -14,6 +14,7 @@ from datawheel.components.evaluation import evaluate
 from datawheel.components.flywheel import decision_alias, harvest, unchanged
 from datawheel.components.monitoring import drift_report
 from datawheel.components.registry import register
+from datawheel.components.training import compress as compress_model
 from datawheel.components.training import train
 from datawheel.pipelines.platform import on_cluster
 from kfp import dsl
@@ -21,7 +22,7 @@ from kfp import dsl
 
 @dsl.pipeline(
     name="datawheel-flywheel",
-    description="Harvest production labels into a dataset version, retrain, evaluate, register.",
+    description="Harvest production labels into a dataset version, retrain, compress, register.",
 )
 def flywheel(
     store: str = "file://.datawheel",
@@ -40,6 +41,9 @@ def flywheel(
     drift_window: str = "24h",
     canary: bool = False,
     production_tolerance: float = 0.0,
+    compress: str = "auto",
+    distill_temperature: float = 4.0,
+    distill_alpha: float = 0.7,
 ) -> str:
     new = harvest(store=store, model_name=model_name, since=since, until=until, reason=reason)
     on_cluster(new, "harvest")
@@ -78,6 +82,15 @@ def flywheel(
             model_name=model_name,
         )
         on_cluster(trained, "train")
+        shrunk = compress_model(
+            splits=splits.outputs["splits"],
+            model=trained.outputs["model"],
+            mode=compress,
+            temperature=distill_temperature,
+            alpha=distill_alpha,
+            seed=seed,
+        )
+        on_cluster(shrunk, "compress")
         scored = evaluate(
             store=store,
             model_name=model_name,
@@ -85,7 +98,7 @@ def flywheel(
             margin=margin,
             seed=seed,
             splits=splits.outputs["splits"],
-            model=trained.outputs["model"],
+            model=shrunk.outputs["compressed"],
             production_tolerance=production_tolerance,
         )
         on_cluster(scored, "evaluate")
@@ -98,7 +111,7 @@ def flywheel(
             dataset_version=new.outputs["version"],
             evaluation=scored.outputs["evaluation"],
             alias=alias.output,
-            model=trained.outputs["model"],
+            model=shrunk.outputs["compressed"],
             report=scored.outputs["html_report"],
             canary=canary,
         )

@@ -1,4 +1,5 @@
-"""The training pipeline: ingest -> validate -> prep -> train (sweep) -> evaluate -> register.
+"""The training pipeline: ingest -> validate -> prep -> train (sweep) -> compress -> evaluate ->
+register.
 
 Pure DSL, no logic: every step is a component in datawheel.components.
 """
@@ -6,6 +7,7 @@ Pure DSL, no logic: every step is a component in datawheel.components.
 from datawheel.components.data import ingest, prep, validate
 from datawheel.components.evaluation import evaluate
 from datawheel.components.registry import register
+from datawheel.components.training import compress as compress_model
 from datawheel.components.training import lr_grid, pick_best, train
 from datawheel.pipelines.platform import on_cluster
 from kfp import dsl
@@ -16,7 +18,7 @@ SWEEP_PARALLELISM = 4  # sweep trials trained at once
 
 @dsl.pipeline(
     name="datawheel-training",
-    description="Ingest, validate, prep, train, evaluate against the champion, register.",
+    description="Ingest, validate, prep, train, compress, evaluate against the champion, register.",
 )
 def training(
     source: str = "digits",
@@ -34,6 +36,9 @@ def training(
     sweep_learning_rates: str = "",
     margin: float = 0.0,
     transfer_from: str = "",
+    compress: str = "auto",
+    distill_temperature: float = 4.0,
+    distill_alpha: float = 0.7,
 ) -> str:
     data = ingest(
         store=store, source=source, dataset_name=dataset_name, label=label, image_size=image_size
@@ -74,6 +79,15 @@ def training(
         "pick-best",
     )
     chosen = dsl.importer(artifact_uri=best.output, artifact_class=Model, reimport=False)
+    shrunk = compress_model(
+        splits=splits.outputs["splits"],
+        model=chosen.output,
+        mode=compress,
+        temperature=distill_temperature,
+        alpha=distill_alpha,
+        seed=seed,
+    )
+    on_cluster(shrunk, "compress")
     scored = evaluate(
         store=store,
         model_name=model_name,
@@ -81,7 +95,7 @@ def training(
         margin=margin,
         seed=seed,
         splits=splits.outputs["splits"],
-        model=chosen.output,
+        model=shrunk.outputs["compressed"],
     )
     on_cluster(scored, "evaluate")
     with dsl.If(scored.outputs["decision"] == "promote", name="promote"):
@@ -92,7 +106,7 @@ def training(
             dataset_version=data.outputs["version"],
             evaluation=scored.outputs["evaluation"],
             alias="champion",
-            model=chosen.output,
+            model=shrunk.outputs["compressed"],
             report=scored.outputs["html_report"],
         )
         on_cluster(champion, "register")
@@ -104,7 +118,7 @@ def training(
             dataset_version=data.outputs["version"],
             evaluation=scored.outputs["evaluation"],
             alias="challenger",
-            model=chosen.output,
+            model=shrunk.outputs["compressed"],
             report=scored.outputs["html_report"],
         )
         on_cluster(challenger, "register")

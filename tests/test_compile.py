@@ -23,6 +23,7 @@ STEPS = {
         "lr-grid",
         "train",
         "pick-best",
+        "compress",
         "evaluate",
         "register",
     },
@@ -32,6 +33,7 @@ STEPS = {
         "drift-report",
         "prep",
         "train",
+        "compress",
         "evaluate",
         "decision-alias",
         "register",
@@ -71,6 +73,9 @@ def test_compiled_yaml_loads_as_a_component() -> None:
         "model_kind",
         "seed",
         "sweep_learning_rates",
+        "compress",
+        "distill_temperature",
+        "distill_alpha",
     ):
         assert name in inputs, name
 
@@ -100,9 +105,11 @@ def test_compiled_dag_branches_on_the_decision() -> None:
         "for-loop-1",
         "pick-best",
         "importer",
+        "compress",
         "evaluate",
     } <= set(root)
     assert "validate" in root["prep"]["dependentTasks"]  # no prep on unvalidated data
+    _assert_compressed_model_goes_on(_all_tasks(spec), "importer", "artifact")
     tasks = _all_tasks(spec)
     conditions = {
         name: t["triggerPolicy"]["condition"] for name, t in tasks.items() if "triggerPolicy" in t
@@ -123,6 +130,37 @@ def test_compiled_dag_branches_on_the_decision() -> None:
         if "container" in e
     }
     assert images and all("datawheel" in image for image in images)
+
+
+def _assert_compressed_model_goes_on(tasks: dict[str, Any], producer: str, output: str) -> None:
+    """compress takes the trained model and the splits; evaluate and register take its folder
+    (teacher and student), never the trained model directly."""
+    given = tasks["compress"]["inputs"]
+    model = given["artifacts"]["model"]["taskOutputArtifact"]
+    assert (model["producerTask"], model["outputArtifactKey"]) == (producer, output)
+    assert given["artifacts"]["splits"]["taskOutputArtifact"]["producerTask"] == "prep"
+    params = {
+        k: v["componentInputParameter"].removeprefix("pipelinechannel--")  # in a sub-DAG
+        for k, v in given["parameters"].items()
+    }
+    assert params == {
+        "mode": "compress",
+        "temperature": "distill_temperature",
+        "alpha": "distill_alpha",
+        "seed": "seed",
+    }
+    consumers = [n for n in tasks if n.removesuffix("-2") in ("evaluate", "register")]
+    assert consumers
+    for name in consumers:
+        source = tasks[name]["inputs"]["artifacts"]["model"]
+        if "taskOutputArtifact" in source:
+            produced = source["taskOutputArtifact"]
+            assert (produced["producerTask"], produced["outputArtifactKey"]) == (
+                "compress",
+                "compressed",
+            )
+        else:  # inside a condition's sub-DAG: the parent's channel, named after its producer
+            assert source["componentInputArtifact"] == "pipelinechannel--compress-compressed"
 
 
 # --- the Kubernetes platform config (kfp-kubernetes), carried by the compiled YAML --------------
@@ -265,6 +303,7 @@ def test_flywheel_yaml_loads_and_its_dag_runs_in_order() -> None:
     assert "validate" in tasks["prep"]["dependentTasks"]
     assert "validate" in tasks["drift-report"]["dependentTasks"]
     assert tasks["train"]["inputs"]["parameters"]["warm_start"]["componentInputParameter"]
+    _assert_compressed_model_goes_on(tasks, "train", "model")
     alias = tasks["register"]["inputs"]["parameters"]["alias"]
     assert alias["taskOutputParameter"]["producerTask"] == "decision-alias"
     assert "unchanged" in tasks

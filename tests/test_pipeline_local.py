@@ -34,8 +34,10 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     assert "promote" in report.read_text()
     assert "epoch 1/6" in first["progress"] and "registered digits:v1" in first["progress"]
     tasks = _tasks(first)
-    for step in ("ingest", "validate", "prep", "train", "evaluate", "register"):
+    for step in ("ingest", "validate", "prep", "train", "compress", "evaluate", "register"):
         assert step in tasks
+    # compress=auto: the digits MLP is under the size threshold, so no student is trained
+    assert "compress: no student (model.onnx is" in first["progress"]
     timings = first["timings"]
     assert timings["wall_seconds"] >= timings["body_seconds"] > 0
     bodies = {s["task"]: s["body_seconds"] for s in timings["steps"]}
@@ -66,6 +68,7 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
         "transform.json",
         "report.html",
     } <= set(card["files"])
+    assert not any(name.startswith("student") for name in card["files"])
 
     listed = datawheel("models", "list", "--store", store, cwd=tmp_path)
     assert listed.returncode == 0 and "v1" in listed.stdout and "v2" in listed.stdout
@@ -82,6 +85,44 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     )
     card3 = registry.resolve(open_store(store), "digits", third["summary"]["model_version"]).card
     assert card3["transfer_from"] == "digits@champion"
+
+
+def test_compress_on_registers_the_distilled_student(tmp_path: Path) -> None:
+    """compress=on distils the MLP between train and evaluate; the register step uploads the
+    student's files with the teacher's, each checksummed in the card."""
+    store = f"file://{tmp_path / 'store'}"
+    result = run_json(
+        "--store",
+        store,
+        "--param",
+        "epochs=4",
+        "--param",
+        "compress=on",
+        "--param",
+        "distill_temperature=3",
+        cwd=tmp_path,
+    )
+    assert result["status"] == "SUCCEEDED" and result["summary"]["model_version"] == "v1"
+    found = re.search(
+        r"compress: student test_accuracy=([0-9.]+) \((\d+) bytes student.onnx\) vs teacher "
+        r"([0-9.]+) \((\d+) bytes model.onnx\)",
+        result["progress"],
+    )
+    assert found, result["progress"][-2000:]
+    student_acc, student_bytes, teacher_acc, teacher_bytes = (float(g) for g in found.groups())
+    assert student_bytes < teacher_bytes and 0 < student_acc <= 1 and 0 < teacher_acc <= 1
+    st = open_store(store)
+    mv = registry.resolve(st, "digits", "v1")
+    assert {"student.pt", "student.ts", "student.onnx", "student.json"} <= set(mv.card["files"])
+    fetched = tmp_path / "fetched"
+    registry.fetch(st, mv, fetched)
+    info = json.loads((fetched / "student.json").read_text())
+    assert (info["hidden"], info["temperature"], info["alpha"]) == (32, 3.0, 0.7)
+    assert info["test_accuracy"] == pytest.approx(student_acc, abs=1e-4)
+    # the teacher's accuracy in student.json is the one the evaluate step reports for it
+    assert info["teacher_test_accuracy"] == pytest.approx(
+        result["summary"]["metrics"]["test_accuracy"], abs=1e-9
+    )
 
 
 def test_sweep_trains_each_rate_and_registers_the_best(tmp_path: Path) -> None:

@@ -56,6 +56,8 @@ STEP_RESOURCES: dict[str, StepResources] = {
     "lr-grid": StepResources("100m", "250m", "128Mi", "256Mi", 300),
     "train": StepResources("2", "8", "8Gi", "32Gi", 6 * 3600),
     "pick-best": StepResources("100m", "250m", "128Mi", "256Mi", 300),
+    # distils a student on the CPU when the model is large, else only copies the folder
+    "compress": StepResources("1", "4", "2Gi", "8Gi", 2 * 3600),
     "evaluate": StepResources("1", "4", "2Gi", "8Gi", 3600),
     "register": StepResources("250m", "1", "512Mi", "2Gi", 900),
     "harvest": StepResources("500m", "2", "1Gi", "4Gi", 3600),
