@@ -1,15 +1,29 @@
-"""Serving throughput: ``datawheel serve`` vs KServe's ModelServer vs a bare FastAPI endpoint.
+"""Serving throughput: ``datawheel serve`` vs KServe, a bare FastAPI endpoint, LitServe, BentoML.
 
-All three serve the SAME TorchScript export (``model.ts`` of a registered model) on the Open
+All of them serve the SAME TorchScript export (``model.ts`` of a registered model) on the Open
 Inference Protocol v2 REST API (``POST /v2/models/NAME/infer``), on this machine, in the same
-run, one server process each:
+run, one server each:
 
 * datawheel: ``datawheel serve --model NAME@champion --store file://STORE`` (main venv);
 * kserve:    ``kserve.ModelServer(workers=1)`` with a minimal ``kserve.Model`` subclass
   (``benchmarks/_kserve_server.py``), in its own venv ``benchmarks/.venv-kserve``
   (created on first use: torch 2.13.0 CPU, then ``kserve`` 0.21.x; 1-2 minutes);
 * fastapi:   a hand-written FastAPI + uvicorn endpoint (``benchmarks/_fastapi_server.py``),
-  same venv as kserve.
+  same venv as kserve;
+* litserve:  ``litserve.LitServer`` with one inference worker and one API server, batching
+  off, its ZeroMQ ``fast_queue`` on (``benchmarks/_litserve_server.py``), in its own venv
+  ``benchmarks/.venv-litserve`` (torch 2.13.0 CPU first, then ``litserve`` 0.2.x);
+* bentoml:   ``bentoml serve`` of a ``@bentoml.service(workers=1)`` with an ``async``
+  ``@bentoml.api``, adaptive batching off (``benchmarks/_bentoml_server.py``), in its own
+  venv ``benchmarks/.venv-bentoml`` (torch 2.13.0 CPU first, then ``bentoml`` 1.4.x).
+
+Every non-datawheel server does one model call per request (batching off: kserve and fastapi
+have none, LitServe's ``max_batch_size=1`` and BentoML's ``batchable=False`` are their
+defaults); ``datawheel serve`` keeps its dynamic batching (``--max-batch-size``,
+``--max-latency-ms``) unless told otherwise. Each runs one worker process and one torch
+thread; LitServe and BentoML add a front process of their own (LitServe's uvicorn process
+before its inference worker; BentoML's circus arbiter), pinned to the same CPU and counted in
+the server's CPU.
 
 The servers run one after another (start, wait for ``/v2/health/ready``, check that their
 answers match the model's own predictions, warm up, measure every concurrency level, stop),
@@ -20,7 +34,8 @@ server is pinned to CPU 0 and wrk to CPU 1 (``--pin split``) and each server's t
 one thread (``--torch-threads``).
 
 Prints req/s, p50 and p99 latency, server CPU and errors (non-2xx answers, socket errors)
-per server and concurrency level, then the ratios datawheel/kserve and datawheel/fastapi.
+per server and concurrency level, then datawheel's ratio to each other server and to the
+best of the non-datawheel ones (most req/s at that level among those without errors).
 A server with errors or wrong answers is flagged with "!"; the "other" column is the CPU
 that other processes took during the point (noise: the machine has two CPUs). Timings only;
 nothing is asserted; the exit code is 1 only when a server failed to start or to answer.
@@ -28,7 +43,7 @@ Needs ``wrk`` (``apt-get install wrk``) and ``taskset``. ``datawheel serve`` is 
 message when this checkout has no such command.
 
 This script parses the arguments and runs the rounds; the work is in its siblings:
-``serve_setup.py`` (kserve venv, model, workload, wrk script), ``serve_harness.py`` (one
+``serve_setup.py`` (server venvs, model, workload, wrk script), ``serve_harness.py`` (one
 server process under wrk, CPU accounting) and ``serve_report.py`` (medians, ratios,
 tables, JSON).
 
@@ -61,7 +76,7 @@ else:  # run as a script: benchmarks/ is sys.path[0]
     import serve_report as report
     import serve_setup as setup
 
-SERVERS = ("datawheel", "kserve", "fastapi")
+SERVERS = ("datawheel", "kserve", "fastapi", "litserve", "bentoml")
 
 
 def _levels(text: str) -> list[int]:
@@ -149,7 +164,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default=setup.BENCH / ".venv-kserve",
         help="venv with kserve (default benchmarks/.venv-kserve, created on first use)",
     )
-    add("--no-install", action="store_true", help="fail instead of creating the kserve venv")
+    add(
+        "--litserve-venv",
+        type=Path,
+        default=setup.BENCH / ".venv-litserve",
+        help="venv with litserve (default benchmarks/.venv-litserve, created on first use)",
+    )
+    add(
+        "--bentoml-venv",
+        type=Path,
+        default=setup.BENCH / ".venv-bentoml",
+        help="venv with bentoml (default benchmarks/.venv-bentoml, created on first use)",
+    )
+    add("--no-install", action="store_true", help="fail instead of creating a missing venv")
     add(
         "--datawheel-bin",
         type=Path,
@@ -207,10 +234,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"[yellow]'{args.datawheel_bin} serve' is not available: skipping datawheel[/]"
             )
             servers.remove("datawheel")
-    args.kserve_python = None
-    if {"kserve", "fastapi"} & set(servers):
-        args.kserve_python = setup.ensure_kserve_venv(
-            args.kserve_venv.resolve(), not args.no_install
+    args.pythons = {}  # server -> the python of its venv
+    for server in servers:
+        if server in harness.DATAWHEEL_SERVERS:
+            continue
+        venv_name = setup.VENVS[server]
+        venv: Path = getattr(args, f"{venv_name}_venv").resolve()
+        args.pythons[server] = setup.ensure_venv(
+            venv, setup.REQUIREMENTS[venv_name], not args.no_install
         )
     if not servers:
         raise SystemExit("no server to measure")
@@ -237,7 +268,7 @@ def bench(args: argparse.Namespace, servers: list[str], workdir: Path) -> bool:
         store = setup.train_model(args.datawheel_bin, workdir, args.epochs)
     work = setup.make_workload(args.model, store, args.rows)
     lua = setup.write_lua(work.bodies, workdir / "post.lua")
-    versions = report.tool_versions(args.kserve_python)
+    versions = report.tool_versions(args.pythons)
     setup.console.print(
         f"model {work.model_file}; {len(work.bodies)} digits rows; concurrency "
         f"{args.concurrency}; {args.duration:g} s per point after {args.warmup:g} s warm-up; "

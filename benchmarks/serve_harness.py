@@ -132,7 +132,7 @@ def server_command(
         return cmd
     script = BENCH / f"_{server}_server.py"
     cmd = [
-        str(args.kserve_python),
+        str(args.pythons[server]),  # the server's own venv (serve_setup.VENVS)
         str(script),
         *("--model-file", str(work.model_file), "--name", work.model_name, "--port", str(port)),
     ]
@@ -158,7 +158,13 @@ def server_env(
 
 
 def _group_pids(pgid: int) -> list[int]:
-    pids = []
+    """The live processes of the server's group, and their descendants in other sessions.
+
+    BentoML's circus arbiter starts its worker in a session of its own, so the worker is
+    found through its parent rather than its process group.
+    """
+    parents: dict[int, int] = {}
+    members: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -166,9 +172,16 @@ def _group_pids(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:  # fields after the name: state ppid pgrp ...
-            pids.append(int(entry.name))
-    return pids
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])  # fields after the name: state ppid pgrp ...
+        if int(fields[2]) == pgid:
+            members.add(pid)
+    grew = True
+    while grew:
+        children = {pid for pid, ppid in parents.items() if ppid in members} - members
+        members |= children
+        grew = bool(children)
+    return sorted(members)
 
 
 def group_cpu_seconds(pgid: int) -> float:
@@ -222,6 +235,8 @@ def running(
 
 
 def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
+    # found before the leader exits: a worker outside the group is orphaned when it does
+    tree = [pid for pid in _group_pids(proc.pid) if pid != proc.pid]
     if proc.poll() is None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
@@ -230,6 +245,9 @@ def _stop(proc: subprocess.Popen[bytes], grace: float = 15.0) -> None:
     # the group may outlive its leader (a worker process): make sure it is gone
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for pid in tree:  # what lived outside the group (BentoML's worker)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=5)
 

@@ -1,5 +1,6 @@
-"""serve_bench report: medians over rounds, the datawheel/kserve and datawheel/fastapi
-ratios, the tables printed at the end, and the JSON document of ``--json-out``.
+"""serve_bench report: medians over rounds, datawheel's ratios against each other server
+and against the best of them, the tables printed at the end, and the JSON document of
+``--json-out``.
 
 Timings only: nothing here passes or fails on a figure. A point is flagged when its
 server failed, gave wrong answers or had errors (non-2xx answers, socket errors).
@@ -69,24 +70,43 @@ def summarize(
     return rows
 
 
+OTHERS = ("kserve", "fastapi", "litserve", "bentoml")  # the servers users pick instead
+
+
+def _ratio(conns: int, name: str, dw: dict[str, Any], ref: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "concurrency": conns,
+        "ratio": name,
+        "rps": dw["rps"] / ref["rps"] if ref["rps"] else None,
+        "p50": dw["p50_ms"] / ref["p50_ms"] if ref["p50_ms"] else None,
+        "p99": dw["p99_ms"] / ref["p99_ms"] if ref["p99_ms"] else None,
+        "flagged": bool(dw["flagged"] or ref["flagged"]),
+    }
+
+
 def ratios(rows: list[dict[str, Any]], levels: Sequence[int]) -> list[dict[str, Any]]:
+    """datawheel against each other server, then against the best of the non-datawheel ones.
+
+    The best is the one with the most req/s at that level among those without errors or
+    wrong answers (among all of them when every one is flagged).
+    """
     out = []
     for conns in levels:
         by = {r["server"]: r for r in rows if r["concurrency"] == conns and "rps" in r}
         dw = by.get("datawheel")
-        for other in ("datawheel-baseline", "kserve", "fastapi"):
+        if dw is None:
+            continue
+        for other in ("datawheel-baseline", *OTHERS):
             ref = by.get(other)
-            if dw is None or ref is None:
-                continue
+            if ref is not None:
+                out.append(_ratio(conns, f"datawheel/{other}", dw, ref))
+        others = [by[o] for o in OTHERS if o in by]
+        clean = [r for r in others if not r["flagged"]] or others
+        if len(others) > 1:
+            best = max(clean, key=lambda r: float(r["rps"]))
             out.append(
-                {
-                    "concurrency": conns,
-                    "ratio": f"datawheel/{other}",
-                    "rps": dw["rps"] / ref["rps"] if ref["rps"] else None,
-                    "p50": dw["p50_ms"] / ref["p50_ms"] if ref["p50_ms"] else None,
-                    "p99": dw["p99_ms"] / ref["p99_ms"] if ref["p99_ms"] else None,
-                    "flagged": bool(dw["flagged"] or ref["flagged"]),
-                }
+                _ratio(conns, f"datawheel/best ({best['server']})", dw, best)
+                | {"best": best["server"], "best_rps": best["rps"]}
             )
     return out
 
@@ -147,7 +167,7 @@ def print_results(
                 "  [red](flagged: a server had errors or wrong answers)[/]" if q["flagged"] else ""
             )
             console.print(
-                f"  {q['ratio']:<18} req/s x{_fmt(q['rps'], '.2f')}   "
+                f"  {q['ratio']:<26} req/s x{_fmt(q['rps'], '.2f')}   "
                 f"p50 x{_fmt(q['p50'], '.2f')}   p99 x{_fmt(q['p99'], '.2f')}{flag}"
             )
     starts = Table(title="servers")
@@ -172,20 +192,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def tool_versions(python: Path | None) -> dict[str, str]:
+_PACKAGES = {  # what each venv's version line names
+    "kserve": ("kserve", "fastapi", "uvicorn", "torch"),
+    "fastapi": ("fastapi", "uvicorn", "torch"),
+    "litserve": ("litserve", "fastapi", "uvicorn", "torch"),
+    "bentoml": ("bentoml", "torch"),
+}
+
+
+def tool_versions(pythons: dict[str, Path]) -> dict[str, str]:
+    """wrk's version and, per server venv, the versions of its server and torch."""
     out: dict[str, str] = {}
     wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
     out["wrk"] = (wrk.stdout + wrk.stderr).split("[", 1)[0].strip()
-    if python is not None:
+    for server, python in pythons.items():
+        venv = python.parent.parent.name  # .venv-kserve, ...
         code = (
             "import importlib.metadata as m, json; print(json.dumps({p: m.version(p) for p in "
-            "('kserve', 'fastapi', 'uvicorn', 'torch')}))"
+            f"{_PACKAGES[server]!r}}}))"
         )
         proc = subprocess.run(
             [str(python), "-c", code], capture_output=True, text=True, check=False
         )
         if proc.returncode == 0:
-            out |= {f"venv-kserve {k}": v for k, v in json.loads(proc.stdout).items()}
+            out |= {f"{venv.lstrip('.')} {k}": v for k, v in json.loads(proc.stdout).items()}
     return out
 
 

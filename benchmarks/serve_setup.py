@@ -1,6 +1,7 @@
 """serve_bench set-up: everything before the first server starts.
 
-The kserve venv (``benchmarks/.venv-kserve``, created on first use), the model (trained
+The servers' venvs (``benchmarks/.venv-kserve`` for kserve and fastapi,
+``.venv-litserve``, ``.venv-bentoml``; each created on first use), the model (trained
 into the work dir, or the champion of ``--store`` copied there), the workload (request
 bodies from real digits rows and the class ``model.ts`` predicts for each) and the wrk
 script that sends them. Imported by ``benchmarks/serve_bench.py`` (a script: this folder
@@ -25,11 +26,14 @@ from rich.console import Console
 __all__ = [
     "BENCH",
     "REPO",
+    "REQUIREMENTS",
+    "VENVS",
     "Workload",
     "champion_file",
     "console",
     "copy_model",
     "ensure_kserve_venv",
+    "ensure_venv",
     "make_workload",
     "store_path",
     "train_model",
@@ -38,7 +42,21 @@ __all__ = [
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "benchmarks"
-KSERVE_REQUIREMENTS = ("torch==2.13.0", "kserve>=0.21,<0.22")  # in this order: CPU torch first
+TORCH = "torch==2.13.0"  # the CPU wheel on local disk; installed first in every venv
+KSERVE_REQUIREMENTS = (TORCH, "kserve>=0.21,<0.22")  # in this order: CPU torch first
+# The venv each non-datawheel server runs in (bare FastAPI borrows kserve's: kserve brings
+# fastapi, uvicorn and orjson), and what that venv gets, in order.
+VENVS: dict[str, str] = {
+    "kserve": "kserve",
+    "fastapi": "kserve",
+    "litserve": "litserve",
+    "bentoml": "bentoml",
+}
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "kserve": KSERVE_REQUIREMENTS,
+    "litserve": (TORCH, "litserve>=0.2.19,<0.3", "numpy"),
+    "bentoml": (TORCH, "bentoml>=1.4,<1.5"),
+}
 _STAMP = ".serve-bench-installed"
 
 console = Console(soft_wrap=True)  # progress lines stay whole when piped
@@ -62,25 +80,30 @@ def _run_checked(cmd: Sequence[str], what: str, **kwargs: Any) -> subprocess.Com
 
 
 def ensure_kserve_venv(venv: Path, install: bool) -> Path:
-    """The venv's python, creating the venv (torch CPU first, then kserve) if needed."""
+    """The kserve venv's python, creating the venv (torch CPU first, then kserve) if needed."""
+    return ensure_venv(venv, KSERVE_REQUIREMENTS, install)
+
+
+def ensure_venv(venv: Path, requirements: Sequence[str], install: bool) -> Path:
+    """The venv's python, creating the venv and installing ``requirements`` in order if needed."""
     python = venv / "bin" / "python"
     stamp = venv / _STAMP
     if python.exists() and stamp.exists():
         return python
     if not install:
         raise SystemExit(f"{venv} is missing; run without --no-install to create it")
-    console.print(f"[bold]creating {venv}[/] ({', then '.join(KSERVE_REQUIREMENTS)}) ...")
+    console.print(f"[bold]creating {venv}[/] ({', then '.join(requirements)}) ...")
     start = time.perf_counter()
     if not python.exists():
         base = getattr(sys, "_base_executable", sys.executable)
-        _run_checked([base, "-m", "venv", str(venv)], "creating the kserve venv")
-    for requirement in KSERVE_REQUIREMENTS:
-        # One at a time: torch==2.13.0 resolves to the CPU wheel on local disk; kserve after it
-        # then finds torch satisfied instead of pulling a CUDA build.
+        _run_checked([base, "-m", "venv", str(venv)], f"creating {venv.name}")
+    for requirement in requirements:
+        # One at a time: torch==2.13.0 resolves to the CPU wheel on local disk; the server
+        # after it then finds torch satisfied instead of pulling a CUDA build.
         _run_checked(
             [str(python), "-m", "pip", "install", "-q", requirement], f"pip install {requirement}"
         )
-    stamp.write_text(" ".join(KSERVE_REQUIREMENTS) + "\n")
+    stamp.write_text(" ".join(requirements) + "\n")
     console.print(f"  installed in {time.perf_counter() - start:.0f} s")
     return python
 
