@@ -23,8 +23,10 @@ from datawheel.orchestration.compress import (
 )
 from datawheel.orchestration.preflight import check_parameters
 from datawheel.orchestration.train import train_step
-from datawheel.training.distill import distillation_loss, student_shape
+from datawheel.training import distill as distill_mod
+from datawheel.training.distill import DistillConfig, distill, distillation_loss, student_shape
 from datawheel.training.export import load_exported
+from datawheel.training.loop import TrainConfig, fit
 from datawheel.training.networks import build_model
 from datawheel.training.onnx_export import INPUT_NAME, OUTPUT_NAME, onnx_logits, onnx_session
 
@@ -116,6 +118,48 @@ def test_student_has_a_quarter_of_the_hidden_units_or_half_the_channels() -> Non
     assert type(cat.backbone[0]).__name__ == "CategoricalEncoder"
     with pytest.raises(DatawheelError, match="channels"):
         build_model("cnn", 64, 10, (1, 8, 8), 128, channels=(0, 32))
+
+
+def _tabular(n: int = 600) -> tuple[np.ndarray, np.ndarray]:
+    """Normalized rows: column 0 a categorical code (0..4) that decides the label."""
+    rng = np.random.default_rng(0)
+    code = rng.integers(0, 5, n)
+    num = rng.normal(size=(n, 3)).astype(np.float32)
+    y = (code >= 3).astype(np.int64)
+    return np.column_stack([code.astype(np.float32), num]).astype(np.float32), y
+
+
+def test_a_categorical_mlp_student_keeps_the_encoder_and_is_deterministic() -> None:
+    x, y = _tabular()
+    cats = {0: 5}
+    config = TrainConfig(epochs=8, hidden=64, lr=1e-2)
+    teacher = fit(x[:400], y[:400], x[400:], y[400:], n_classes=2, image_shape=None,
+                  config=config, log=lambda _: None, categorical=cats).model  # fmt: skip
+    settings = DistillConfig(epochs=4, lr=1e-2)
+    runs = [
+        distill(teacher, x[:400], y[:400], x[400:], y[400:], config=settings, categorical=cats,
+                log=lambda _: None)
+        for _ in range(2)
+    ]  # fmt: skip
+    student = runs[0].model
+    assert runs[0].hidden == 16 and runs[0].channels is None
+    assert type(student.backbone[0]).__name__ == "CategoricalEncoder"
+    assert not student.training and next(student.parameters()).device.type == "cpu"
+    assert len(runs[0].history) == 4 and runs[0].metrics["val_accuracy"] > 0.9
+    first, second = (r.model.state_dict() for r in runs)
+    assert all(torch.equal(first[k], second[k]) for k in first)  # same seed, same student
+
+
+def test_the_bf16_autocast_path_distils() -> None:
+    # distill takes this path only on CUDA; CPU autocast runs the same code here.
+    x, y = _tabular()
+    teacher = build_model("mlp", 4, 2, None, 64)
+    student = build_model("mlp", 4, 2, None, 16)
+    soft = distill_mod._teacher_logits(teacher, torch.from_numpy(x))
+    opt = torch.optim.AdamW(student.parameters(), lr=3e-3)
+    data = (torch.from_numpy(x), soft, torch.from_numpy(y))
+    losses = [distill_mod._epoch(student, opt, data, DistillConfig(), True) for _ in range(4)]
+    assert all(math.isfinite(v) for v in losses) and losses[3] < losses[0]
 
 
 @pytest.mark.parametrize(
