@@ -184,6 +184,15 @@ def test_bad_compress_parameters_say_how_to_fix(
         )
 
 
+@pytest.mark.parametrize(
+    "bad", [{"temperature": -1.0}, {"alpha": 2.0}, {"epochs": 0}, {"lr": math.nan}]
+)
+def test_a_distill_config_it_cannot_use_is_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(DatawheelError, match="is invalid: it must be") as e:
+        DistillConfig(**bad).validate()
+    assert "Fix: use --param" in str(e.value)
+
+
 def test_preflight_accepts_the_defaults_and_each_mode() -> None:
     check_parameters({})
     for mode in ("auto", "on", "off"):

@@ -71,7 +71,7 @@ def check_compress_params(mode: str, temperature: float, alpha: float) -> None:
         )
 
 
-def _copy_folder(src: Path, dst: Path) -> list[str]:
+def _copy_folder(src: Path, dst: Path) -> None:
     if not (src / "model.onnx").is_file():
         raise DatawheelError(
             f"{src} has no model.onnx: it is not a trained model folder",
@@ -79,7 +79,6 @@ def _copy_folder(src: Path, dst: Path) -> list[str]:
         )
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src, dst, dirs_exist_ok=True)
-    return sorted(p.name for p in src.iterdir())
 
 
 @pipeline_step
@@ -185,15 +184,13 @@ def _make_student(
     splits = load_splits(splits_dir)
     tf = splits.transform
     teacher, train_config = _load_teacher(out, splits)
+    # the teacher's own budget and optimizer settings (train.json keeps them as JSON numbers)
+    budget = ("epochs", "batch_size", "lr", "weight_decay", "patience")
     config = DistillConfig(
         temperature=temperature,
         alpha=alpha,
         seed=seed,
-        **{
-            k: type(getattr(DistillConfig, k))(train_config[k])
-            for k in ("epochs", "batch_size", "lr", "weight_decay", "patience")
-            if k in train_config
-        },
+        **{k: train_config[k] for k in budget if k in train_config},
     )
     result = distill(
         teacher,

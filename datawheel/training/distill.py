@@ -60,10 +60,10 @@ class DistillConfig:
 
     def validate(self) -> DistillConfig:
         """Raise :class:`DatawheelError` for a value distillation cannot use; return ``self``."""
+        t, a = self.temperature, self.alpha
         checks = [
-            ("distill_temperature", self.temperature, _positive(self.temperature), "a positive "
-             "number", "4"),
-            ("distill_alpha", self.alpha, 0 <= self.alpha <= 1, "in [0, 1]", "0.7"),
+            ("distill_temperature", t, _positive(t), "a positive number", "4"),
+            ("distill_alpha", a, 0 <= a <= 1, "in [0, 1]", "0.7"),
             ("epochs", self.epochs, self.epochs >= 1, "at least 1", "30"),
             ("batch_size", self.batch_size, self.batch_size >= 1, "at least 1", "64"),
             ("lr", self.lr, _positive(self.lr), "a positive number", "0.001"),
