@@ -33,8 +33,16 @@ class _Sink:
         pass
 
 
+#: The variants the serving tests run on (datawheel serve --variant).
+VARIANTS = ("torchscript", "onnx", "onnx-int8", "student")
+
+
 def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
-    """A store with digits models v1..vN trained by the pipeline's own steps; v1 is champion."""
+    """A store with digits models v1..vN trained by the pipeline's own steps; v1 is champion.
+
+    Every version has all four variants: the train step's model.ts, model.onnx and
+    model_int8.onnx, and a stand-in student.onnx (a copy of model.onnx: what serving needs
+    of a student is a file of the same interface listed in the card)."""
     uri = f"file://{root}"
     os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(root.parent / "ckpt"))
     ingest_step(uri, "digits", "", "label", 16, str(root.parent / "manifest.json"))
@@ -55,6 +63,7 @@ def build_model_store(root: Path, versions: int = 2, epochs: int = 4) -> str:
             learning_rate=1e-3 * (i + 1),
             seed=i,
         )
+        shutil.copyfile(model_dir / "model.onnx", model_dir / "student.onnx")
         register_step(
             uri, "digits", str(model_dir), "digits", dv["version"], evaluation, "challenger"
         )
@@ -69,6 +78,46 @@ def copy_store(template: str, dest: Path) -> str:
     directly leaves its ledger (and its prediction-id key) there for every later test."""
     shutil.copytree(template.removeprefix("file://"), dest)
     return f"file://{dest}"
+
+
+def variant_file(variant: str) -> str:
+    return {
+        "torchscript": "model.ts",
+        "onnx": "model.onnx",
+        "onnx-int8": "model_int8.onnx",
+        "student": "student.onnx",
+    }[variant]
+
+
+def reference_probabilities(
+    store: str, rows: np.ndarray, version: str = "v1", variant: str = "torchscript"
+) -> np.ndarray:
+    """What ``variant`` of ``digits:version`` answers for ``rows``, computed from its file in
+    the (local) store by its runtime directly, not by the server's code."""
+    folder = Path(store.removeprefix("file://"), "models/digits/versions", version)
+    path = folder / variant_file(variant)
+    if variant == "torchscript":
+        import torch
+
+        from datawheel.training.export import load_exported
+
+        with torch.inference_mode():
+            return np.asarray(torch.softmax(load_exported(path)(torch.from_numpy(rows)), 1))
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    logits = np.asarray(session.run(["logits"], {"input": rows})[0], np.float64)
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(e / e.sum(axis=1, keepdims=True), np.float32)
+
+
+def rewrite_card(store: str, version: str, change: Any) -> None:
+    """Edit ``digits:version``'s card in a private (local) store copy: ``change(card)``, as a
+    version registered otherwise would have it (the files it lists, serving_variant)."""
+    path = Path(store.removeprefix("file://"), "models/digits/versions", version, "card.json")
+    card = json.loads(path.read_text())
+    change(card)
+    path.write_text(json.dumps(card))
 
 
 def digits_rows(n: int = 32, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -95,6 +144,7 @@ class ServerProcess:
     port: int = 0
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
+    variant: str = ""  # --variant; "" leaves the server's default (auto)
 
     @property
     def url(self) -> str:
@@ -114,6 +164,7 @@ class ServerProcess:
             str(self.port),
             "--spool-dir",
             str(self.spool_dir),
+            *(("--variant", self.variant) if self.variant else ()),
             *self.args,
         ]
         log = self.log_path.open("a")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import uvicorn
 from serving_support import ServerProcess, copy_store, digits_rows, free_port, infer_body
 
@@ -45,9 +46,12 @@ def test_feedback_for_one_replicas_ids_lands_on_another(model_store: str, tmp_pa
     store = copy_store(model_store, tmp_path / "store")
     args = ["--ledger-flush-seconds", "0.2"]
     # no key configured: the first replica creates it in the store, the other reads it;
-    # b serves another version, so it learns v1's classes from the registry
+    # b serves another version, so it learns v1's classes from the registry, and another
+    # variant of it (ONNX int8 where a runs TorchScript)
     a = ServerProcess(store, tmp_path / "spool-a", args=args).start()
-    b = ServerProcess(store, tmp_path / "spool-b", model="digits:v2", args=args).start()
+    b = ServerProcess(
+        store, tmp_path / "spool-b", model="digits:v2", args=args, variant="onnx-int8"
+    ).start()
     try:
         x, y = digits_rows(96, offset=200)
         on_a = [p for k in range(0, 80, 8) for p in _predict(a, x[k : k + 8])]
@@ -88,8 +92,11 @@ def test_feedback_for_one_replicas_ids_lands_on_another(model_store: str, tmp_pa
     }
     expected_rows = {pid: (v, p, truth[pid]) for pid, v, p in on_a + on_b}
     assert stored == expected_rows
-    predictions = set(read_ledger(open_store(store), model="digits", columns=["id"])["id"])
-    assert set(truth) <= predictions
+    predictions = read_ledger(open_store(store), model="digits", columns=["id", "variant"])
+    assert set(truth) <= set(predictions["id"])
+    variant_of = dict(zip(predictions["id"], predictions["variant"], strict=True))
+    assert {variant_of[pid] for pid, *_ in on_a} == {"torchscript"}  # which file answered
+    assert {variant_of[pid] for pid, *_ in on_b} == {"onnx-int8"}
     found_from_a = sum(1 for pid, *_ in on_a if pid in stored)
     print(
         f"\nids issued on A: {len(on_a)}, feedback for them accepted on B: {accepted_on_b}, "
@@ -136,10 +143,14 @@ class _FailingAppend:
 
 
 @contextmanager
-def _in_process(store: str, spool: Path) -> Iterator[tuple[ServerProcess, Serving]]:
+def _in_process(
+    store: str, spool: Path, variant: str = "auto"
+) -> Iterator[tuple[ServerProcess, Serving]]:
     """build_app's real app under uvicorn on a free port, in a thread of this process."""
     port = free_port()
-    config = ServeConfig(model="digits", store=store, spool_dir=str(spool), port=port)
+    config = ServeConfig(
+        model="digits", store=store, spool_dir=str(spool), port=port, variant=variant
+    )
     app, serving = build_app(config)
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning")
@@ -185,11 +196,12 @@ def test_tampered_and_forged_ids_get_a_json_404(model_store: str, tmp_path: Path
     assert list(feedback["id"]) == [pid]
 
 
+@pytest.mark.parametrize("variant", ["torchscript", "onnx", "onnx-int8"])
 def test_a_failing_ledger_append_answers_503_and_the_retry_lands_once(
-    model_store: str, tmp_path: Path
+    model_store: str, tmp_path: Path, variant: str
 ) -> None:
     store = copy_store(model_store, tmp_path / "store")
-    with _in_process(store, tmp_path / "spool") as (srv, serving):
+    with _in_process(store, tmp_path / "spool", variant) as (srv, serving):
         append = _FailingAppend(serving)
         serving.ledger.append = append  # type: ignore[method-assign]
         x, _ = digits_rows(6)
@@ -223,10 +235,13 @@ def test_a_failing_ledger_append_answers_503_and_the_retry_lands_once(
         assert status == 503 and "ENOSPC" in err["error"]
         batch = append.sent[-1]
         assert isinstance(batch, PredictionBatch) and len(batch.ids) == 3
+        assert batch.variant == variant
         refused = set(batch.ids)
         answered += _predict(srv, x[3:6])
         assert 'code="503"' in srv.metrics()
     feedback = read_ledger(open_store(store), model="digits", kind="feedback")
     assert list(feedback["id"]) == [pid] and list(feedback["label"]) == ["7"]
-    stored = set(read_ledger(open_store(store), model="digits", columns=["id"])["id"])
+    rows = read_ledger(open_store(store), model="digits", columns=["id", "variant"])
+    stored = set(rows["id"])
     assert {p for p, _, _ in answered} <= stored and not refused & stored
+    assert set(rows["variant"]) == {variant}

@@ -1,4 +1,8 @@
-"""`datawheel serve` as a real process: tritonclient.http as the client, a real Prometheus."""
+"""`datawheel serve` as a real process: tritonclient.http as the client, a real Prometheus.
+
+The protocol tests run once per served variant (``--variant torchscript``, ``onnx``,
+``onnx-int8`` and ``student``): each answers what its own file computes, and names itself
+and its runtime in the metadata."""
 
 from __future__ import annotations
 
@@ -12,22 +16,32 @@ from typing import Any
 import numpy as np
 import pytest
 import tritonclient.http as triton
-from serving_support import ServerProcess, copy_store, digits_rows, infer_body
+from serving_support import (
+    VARIANTS,
+    ServerProcess,
+    copy_store,
+    digits_rows,
+    infer_body,
+    reference_probabilities,
+)
 from tritonclient.utils import InferenceServerException
 
-from datawheel import registry
 from datawheel.serving.ledger import read_ledger
 from datawheel.storage import open_store
-from datawheel.training.export import load_exported
+
+PLATFORMS = {"torchscript": "pytorch_torchscript"}  # every other variant: onnxruntime_onnx
 
 
-@pytest.fixture(scope="module")
-def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+@pytest.fixture(scope="module", params=VARIANTS)
+def server(
+    model_store: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
     spool = tmp_path_factory.mktemp("spool")
     srv = ServerProcess(
         copy_store(model_store, tmp_path_factory.mktemp("http") / "store"),
         spool,
         args=["--max-rows", "16", "--max-body-bytes", "65536", "--ledger-flush-seconds", "0.2"],
+        variant=request.param,
     )
     yield srv.start()
     srv.stop()
@@ -40,24 +54,19 @@ def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
     c.close()
 
 
-def _reference_probabilities(model_store: str, rows: np.ndarray) -> np.ndarray:
-    import torch
-
-    st = open_store(model_store)
-    mv = registry.resolve(st, "digits", "v1")
-    path = Path(st.root) / f"models/digits/versions/{mv.version}/model.ts"  # type: ignore[attr-defined]
-    with torch.inference_mode():
-        return np.asarray(torch.softmax(load_exported(path)(torch.from_numpy(rows)), 1).numpy())
-
-
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 def test_tritonclient_infer(
-    client: triton.InferenceServerClient, model_store: str, binary: bool
+    client: triton.InferenceServerClient, server: ServerProcess, model_store: str, binary: bool
 ) -> None:
     assert client.is_server_live() and client.is_server_ready()
     assert client.is_model_ready("digits") and client.is_model_ready("digits", "v1")
     meta = client.get_model_metadata("digits")
     assert meta["inputs"][0]["shape"] == [-1, 64] and meta["versions"] == ["v1"]
+    variant = server.variant
+    assert meta["platform"] == PLATFORMS.get(variant, "onnxruntime_onnx")
+    runtime = "torchscript" if variant == "torchscript" else "onnxruntime"
+    assert (meta["parameters"]["variant"], meta["parameters"]["runtime"]) == (variant, runtime)
+    assert meta["parameters"]["device"] == "cpu"
     rows, _ = digits_rows(5)
     tensor = triton.InferInput("input", list(rows.shape), "FP32")
     tensor.set_data_from_numpy(rows, binary_data=binary)
@@ -67,7 +76,7 @@ def test_tritonclient_infer(
     result = client.infer("digits", [tensor], outputs=outputs, request_id="abc")
     probs = result.as_numpy("probabilities")
     labels = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("label")]
-    expected = _reference_probabilities(model_store, rows)
+    expected = reference_probabilities(model_store, rows, "v1", variant)
     np.testing.assert_allclose(probs, expected, atol=1e-5)
     assert labels == [str(i) for i in expected.argmax(1)]
     response = result.get_response()
@@ -110,6 +119,7 @@ def test_feedback(server: ServerProcess) -> None:
     text = server.metrics()
     assert 'datawheel_feedback_total{model="digits",outcome=' in text
     assert 'datawheel_live_accuracy_ratio{model="digits",version="v1"}' in text
+    assert f'variant="{server.variant}",version="v1"}} 1.0' in text  # datawheel_model_info
 
 
 @pytest.mark.parametrize(
@@ -135,6 +145,7 @@ def test_limits_and_errors_are_json_4xx(
     assert isinstance(doc.get("error"), str) and doc["error"]
 
 
+@pytest.mark.parametrize("server", ["onnx"], indirect=True)  # one Prometheus is enough
 def test_metrics_names_and_a_real_prometheus(
     server: ServerProcess, prometheus: Callable[[list[str]], Any]
 ) -> None:

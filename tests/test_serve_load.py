@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_support import ServerProcess, copy_store, digits_rows, infer_body
+from serving_support import ServerProcess, copy_store, digits_rows, infer_body, variant_file
 
 from datawheel import registry
 from datawheel.serving.ledger import read_ledger
@@ -149,12 +149,15 @@ def test_kill_9_loses_no_answered_prediction(model_store: str, tmp_path: Path) -
 # --- hot swap -------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("variant", ["torchscript", "onnx", "onnx-int8"])
 def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
-    model_store: str, tmp_path: Path
+    model_store: str, tmp_path: Path, variant: str
 ) -> None:
     store_uri = copy_store(model_store, tmp_path / "store")
     store = LocalStore(tmp_path / "store")
-    srv = ServerProcess(store_uri, tmp_path / "spool", args=["--poll-seconds", "0.2"]).start()
+    srv = ServerProcess(
+        store_uri, tmp_path / "spool", args=["--poll-seconds", "0.2"], variant=variant
+    ).start()
     stop = threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -168,16 +171,18 @@ def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
         registry.promote(store, "digits", "v2", alias="champion")
         _wait_for(lambda: srv.get_json("/v2/models/digits")["versions"] == ["v2"])
         time.sleep(1.0)
-        # v3: a registered version (its own bytes: registering is keyed by checksum) whose
-        # stored model.ts is then corrupted
+        # v3: a registered version whose stored file of the served variant is then
+        # corrupted (without model.pt its identity is model.ts's bytes: a new version)
         v3_dir = tmp_path / "v3"
         shutil.copytree(tmp_path / "store/models/digits/versions/v2", v3_dir)
+        (v3_dir / "model.pt").unlink()
         with (v3_dir / "model.ts").open("ab") as f:
             f.write(b"v3")
         v3 = registry.register(
             store, "digits", v3_dir, card=dict(registry.resolve(store, "digits", "v2").card)
         )
-        key = f"models/digits/versions/{v3.version}/model.ts"
+        assert v3.version == "v3" and not v3.reused
+        key = f"models/digits/versions/{v3.version}/{variant_file(variant)}"
         store.put_bytes(key, store.get_bytes(key)[:-100] + b"\0" * 100)
         registry.promote(store, "digits", v3.version, alias="champion")
         _wait_for(
@@ -197,6 +202,8 @@ def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
     assert served_after_refusal == ["v2"]
     log = srv.log()
     assert f"refused digits:{v3.version}" in log and "still serving v2" in log
+    assert f"{variant_file(variant)} does not match its checksum" in log
+    assert f"now serving digits:v2 as {variant}" in log
     assert len(results) > 100
 
 

@@ -2,7 +2,8 @@
 categorical model is trained: build_app's app serving the digits model, swapped (as a hot
 swap does) to a signature that declares px_0 and px_1 categorical. BYTES values become their
 codes in the model's rows (binary and JSON), null and unseen values the "other" code 0, and
-a single tensor is refused with a 422 that lists the inputs."""
+a single tensor is refused with a 422 that lists the inputs. Once per variant the server
+runs (TorchScript, ONNX, ONNX int8): the rows reach each runtime alike."""
 
 from __future__ import annotations
 
@@ -26,14 +27,18 @@ from datawheel.serving.state import Serving
 CODES = {"px_0": {"zero": 1.0, "one": 2.0}, "px_1": {"False": 1.0, "True": 2.0}}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["torchscript", "onnx", "onnx-int8"])
 def served(
-    model_store: str, tmp_path_factory: pytest.TempPathFactory
+    model_store: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
 ) -> Iterator[tuple[ServerProcess, Serving]]:
     tmp = tmp_path_factory.mktemp("wire")
     store = copy_store(model_store, tmp / "store")
     port = free_port()
-    app, serving = build_app(ServeConfig("digits:v1", store, port=port, spool_dir=str(tmp / "sp")))
+    config = ServeConfig(
+        "digits:v1", store, port=port, spool_dir=str(tmp / "sp"), variant=request.param
+    )
+    app, serving = build_app(config)
+    assert serving.model.variant == request.param
     numeric = serving.model.signature
     signature = Signature(numeric.features, CODES, numeric.schema, column=numeric.column)
     serving.swap(replace(serving.model, signature=signature))

@@ -9,6 +9,7 @@ from datawheel.monitoring.live import LiveDriftConfig
 from datawheel.serving.app import RequestLimits
 from datawheel.serving.connections import ConnectionLimits
 from datawheel.serving.server import ServeConfig, run
+from datawheel.serving.variants import CHOICES
 
 
 @click.command()
@@ -21,6 +22,17 @@ from datawheel.serving.server import ServeConfig, run
     "when it moves, the server hot-swaps to the new version.",
 )
 @store_option()
+@click.option(
+    "--variant",
+    default="auto",
+    show_default=True,
+    type=click.Choice(CHOICES),
+    help="Which exported file answers: auto is the one the card chose (the evaluate step's "
+    "pick; torchscript for a version without one). torchscript runs model.ts; onnx, "
+    "onnx-int8 and student run model.onnx, model_int8.onnx and student.onnx on ONNX Runtime "
+    "(CUDA when a GPU is present). A version without it is refused at startup, and not "
+    "swapped to when the alias moves.",
+)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
 @click.option(
@@ -120,6 +132,7 @@ from datawheel.serving.server import ServeConfig, run
 def serve(
     model: str,
     store: str | None,
+    variant: str,
     host: str,
     port: int,
     max_batch_size: int,
@@ -161,5 +174,6 @@ def serve(
             load_retry_seconds=load_retry_seconds,
             fsync=fsync,
             drift=LiveDriftConfig(window_rows=drift_window_rows, feature_cap=drift_features),
+            variant=variant,
         )
     )

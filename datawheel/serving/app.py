@@ -325,9 +325,7 @@ class ServingApp:
         return 200, orjson.dumps({"name": m.name, "version": m.version, "ready": True}), {}
 
     async def _model_metadata(self, *_: Any) -> Response:
-        m = self.serving.model
-        doc = m.signature.metadata(m.name, m.version, m.classes, m.checksum)
-        return 200, orjson.dumps(doc), {}
+        return 200, orjson.dumps(self.serving.model.metadata()), {}
 
 
 Response = tuple[int, bytes, dict[str, str]]

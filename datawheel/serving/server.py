@@ -60,6 +60,7 @@ class ServeConfig:
     fsync: bool = False
     load_retry_seconds: float = 2.0  # a refused version is tried again after this, doubling
     drift: LiveDriftConfig = field(default_factory=LiveDriftConfig)  # the live drift window
+    variant: str = "auto"  # which exported file serves (serving/variants.py); auto: the card's
 
 
 class _StoreOnDemand:
@@ -90,7 +91,9 @@ class AliasWatcher:
     only then is it swapped in. A version that fails is refused (logged with the reason,
     counted) and the old one keeps serving; it is tried again after ``retry_seconds``,
     doubling up to ``max_retry_seconds`` (a store error during the load passes), and at
-    once when the alias record changes (the alias is pointed at it again).
+    once when the alias record changes (the alias is pointed at it again). Every version is
+    served as ``variant`` (``auto``: each version's own card's choice); a version without
+    that variant is refused like a corrupt one.
     """
 
     def __init__(
@@ -103,8 +106,10 @@ class AliasWatcher:
         retry_seconds: float = 2.0,
         max_retry_seconds: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        variant: str = "auto",
     ) -> None:
         self.serving = serving
+        self.variant = variant
         self.store = store
         self.alias = alias
         self.poll_seconds = poll_seconds
@@ -161,7 +166,7 @@ class AliasWatcher:
         if refusal is not None and self._clock() < refusal.retry_at:
             return None
         try:
-            model = load_served(self.store, name, version)
+            model = load_served(self.store, name, version, variant=self.variant)
         except Exception as exc:
             failures = refusal.failures + 1 if refusal is not None else 1
             wait = min(self.retry_seconds * 2 ** (failures - 1), self.max_retry_seconds)
@@ -180,7 +185,15 @@ class AliasWatcher:
             return None
         self.refused.pop(version, None)
         self.serving.swap(model)
-        log.warning("now serving %s:%s (loaded in %.2fs)", name, version, model.load_seconds)
+        log.warning(
+            "now serving %s:%s as %s on %s (%s, loaded in %.2fs)",
+            name,
+            version,
+            model.variant,
+            model.device,
+            model.runtime,
+            model.load_seconds,
+        )
         return version
 
 
@@ -230,7 +243,7 @@ def build_app(
     """Load the model and put the application together (the port is not opened here)."""
     name, ref = registry.parse_ref(config.model)
     store = open_store(config.store)
-    model = load_served(store, name, ref)
+    model = load_served(store, name, ref, variant=config.variant)
     key, key_source = load_id_key(store, name)
     metrics = metrics or ServingMetrics(name)
     spool = Path(
@@ -265,7 +278,12 @@ def build_app(
     follows_alias = not ref.startswith("v") or not ref[1:].isdigit()
     watcher = (
         AliasWatcher(
-            serving, store, ref, config.poll_seconds, retry_seconds=config.load_retry_seconds
+            serving,
+            store,
+            ref,
+            config.poll_seconds,
+            retry_seconds=config.load_retry_seconds,
+            variant=config.variant,
         )
         if follows_alias
         else None
@@ -301,7 +319,7 @@ def run(config: ServeConfig, *, announce: bool = True) -> None:
         m = serving.model
         print(
             f"serving {m.name}:{m.version} on http://{config.host}:{config.port} "
-            f"(loaded in {m.load_seconds:.2f}s)",
+            f"(variant {m.variant}: {m.runtime} on {m.device}; loaded in {m.load_seconds:.2f}s)",
             flush=True,
         )
         print(f"prediction ids are signed with the key from {serving.ids.source}", flush=True)

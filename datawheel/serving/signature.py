@@ -15,11 +15,15 @@ A :class:`Signature` is built once per loaded version from its transform:
 :meth:`Signature.metadata` is the ``GET /v2/models/NAME`` document: ``inputs`` is the form
 a generic client should build (the single tensor, or the named inputs of a model with
 categorical features) and ``parameters`` carries the feature schema or the image
-preprocessing, plus every accepted input form.
+preprocessing, plus every accepted input form, and which variant answers: ``platform`` is
+``pytorch_torchscript`` or ``onnxruntime_onnx``; ``parameters.variant`` (torchscript, onnx,
+onnx-int8 or student), ``parameters.runtime`` (torchscript or onnxruntime),
+``parameters.variant_checksum`` (the SHA-256 of its file) and ``parameters.device``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,7 +82,17 @@ class Signature:
         more = f" and {len(self.features) - 20} more" if len(self.features) > 20 else ""
         return f"one input per feature, shape [n]: {shown}{more}"
 
-    def metadata(self, name: str, version: str, classes: list[str], checksum: str) -> Any:
+    def metadata(
+        self,
+        name: str,
+        version: str,
+        classes: list[str],
+        checksum: str,
+        served: Mapping[str, str] | None = None,
+    ) -> Any:
+        """The v2 model metadata; ``served`` says which variant answers (``variant``,
+        ``runtime``, ``platform``, ``file_checksum``, ``device``; TorchScript if None)."""
+        served = served or {}
         forms: dict[str, Any] = {}
         if self.tensor_ok:
             forms["tensor"] = {
@@ -93,6 +107,10 @@ class Signature:
         parameters: dict[str, Any] = {
             "classes": classes,
             "checksum": checksum,
+            "variant": served.get("variant", "torchscript"),
+            "runtime": served.get("runtime", "torchscript"),
+            "variant_checksum": served.get("file_checksum") or checksum,
+            "device": served.get("device", "cpu"),
             "missing_values": _MISSING,
         }
         if self.image is not None:
@@ -118,7 +136,7 @@ class Signature:
         return {
             "name": name,
             "versions": [version],
-            "platform": "pytorch_torchscript",
+            "platform": served.get("platform", "pytorch_torchscript"),
             "inputs": primary,
             "outputs": [
                 {"name": "label", "datatype": "BYTES", "shape": [-1]},

@@ -125,7 +125,7 @@ class Serving:
             max_latency_ms=max_latency_ms,
             on_batch=metrics.batch_rows.labels(model.name).observe,
         )
-        metrics.serving(model.version, model.checksum, model.load_seconds)
+        metrics.serving(model.version, model.checksum, model.load_seconds, model.variant)
         # (version, its drift window): one attribute, so a batch never pairs one version's
         # model with another's window
         self._window: tuple[str, LiveDrift | None] = (
@@ -142,7 +142,7 @@ class Serving:
             self.model = model
             if old != model.version:
                 self.metrics.drop_drift(old)
-        self.metrics.serving(model.version, model.checksum, model.load_seconds)
+        self.metrics.serving(model.version, model.checksum, model.load_seconds, model.variant)
         self.metrics.swaps.labels(model.name).inc()
 
     @property
@@ -198,7 +198,15 @@ class Serving:
         latency_ms = (time.perf_counter() - start) * 1000
         self._append(
             PredictionBatch(
-                ids, ts, model.name, model.version, rows, labels, probabilities, latency_ms
+                ids,
+                ts,
+                model.name,
+                model.version,
+                rows,
+                labels,
+                probabilities,
+                latency_ms,
+                model.variant,
             )
         )
         if drift is not None and version == model.version:

@@ -12,7 +12,7 @@ predictions_total{model,version,class}       counter   predicted classes
 feedback_total{model,version,outcome}        counter   labels received (correct/incorrect)
 live_accuracy_ratio{model,version}           gauge     accuracy over labelled feedback
 model_load_seconds{model,version}            gauge     fetch + verify + load + warm-up time
-model_info{model,version,checksum}           gauge     1 for the version being served
+model_info{model,version,checksum,variant}   gauge     1 for the version being served
 model_load_failures_total{model}             counter   versions refused (corrupt/unloadable)
 model_swaps_total{model}                     counter   hot swaps to a new version
 ledger_backlog_records{model}                gauge     ledger records not yet in the store
@@ -22,6 +22,9 @@ feature_drift_psi{model,version,feature}     gauge     PSI per feature (32 by na
 prediction_drift_score{model,version}        gauge     PSI of the predicted-class mix
 drift_window_rows{model,version}             gauge     rows in the live drift window
 ========================================  =========  ==================================
+
+``model_info``'s ``checksum`` is the version's (its card's, as the registry names it) and
+``variant`` the file that answers (torchscript, onnx, onnx-int8 or student).
 
 ``feedback_total``'s ``version`` is the version that made the prediction, whichever
 replica takes the feedback; ``outcome`` is ``correct`` (the label confirmed it) or
@@ -98,8 +101,8 @@ class ServingMetrics:
         )
         self.info = Gauge(
             p + "model_info",
-            "The version being served (value 1)",
-            ["model", "version", "checksum"],
+            "The version being served (value 1) and the variant that answers",
+            ["model", "version", "checksum", "variant"],
             registry=r,
         )
         self.load_failures = Counter(
@@ -151,7 +154,7 @@ class ServingMetrics:
         self.ledger_backlog.labels(model)
         self.ledger_lost.labels(model)
         self._lost_exported = 0
-        self._served: tuple[str, str] | None = None
+        self._served: tuple[str, str, str] | None = None
         self._drift_features: dict[str, set[str]] = {}  # version -> feature labels exported
 
     def ledger(self, backlog: int, lost: int) -> None:
@@ -161,12 +164,14 @@ class ServingMetrics:
             self.ledger_lost.labels(self.model).inc(lost - self._lost_exported)
             self._lost_exported = lost
 
-    def serving(self, version: str, checksum: str, load_seconds: float) -> None:
-        """Mark ``version`` as the one served (and the previous one as not)."""
+    def serving(
+        self, version: str, checksum: str, load_seconds: float, variant: str = "torchscript"
+    ) -> None:
+        """Mark ``version`` (its ``variant``) as the one served (and the previous one as not)."""
         if self._served is not None:
             self.info.remove(self.model, *self._served)
-        self._served = (version, checksum)
-        self.info.labels(self.model, version, checksum).set(1)
+        self._served = (version, checksum, variant)
+        self.info.labels(self.model, version, checksum, variant).set(1)
         for outcome in ("correct", "incorrect"):  # at 0: increase() then counts the first label
             self.feedback.labels(self.model, version, outcome)
         self.load_seconds.labels(self.model, version).set(load_seconds)

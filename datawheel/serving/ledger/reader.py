@@ -8,7 +8,9 @@ What it returns, for one model:
   (unique: a re-uploaded WAL file overwrites its own segments), ``ts`` (seconds since
   the epoch), ``model``, ``version`` (the model version that answered), ``inputs`` (the
   feature row, as the server received it), ``label`` (the predicted class name),
-  ``probabilities`` (one per class, in the model's class order) and ``latency_ms``;
+  ``probabilities`` (one per class, in the model's class order), ``latency_ms`` and
+  ``variant`` (the exported file that answered: torchscript, onnx, onnx-int8 or student;
+  ``torchscript`` for a row stored before servers recorded it);
 * ``kind="feedback"``: one row per label given, the :class:`Feedback` fields: ``id`` (of
   the prediction), ``ts``, ``model``, ``version`` (that made the prediction), ``label``
   (the label given) and ``predicted``. A label that was changed later appears once per
@@ -30,7 +32,7 @@ import pyarrow.parquet as pq
 
 from datawheel.errors import DatawheelError
 from datawheel.serving.ledger.records import SCHEMAS
-from datawheel.serving.ledger.segments import segment_prefix
+from datawheel.serving.ledger.segments import segment_prefix, with_added_columns
 from datawheel.storage import Store
 
 __all__ = ["read_ledger"]
@@ -63,5 +65,6 @@ def read_ledger(
         if key.endswith(".parquet")
     ]
     table = pa.concat_tables(tables) if tables else schema.empty_table().select(read)
+    table = with_added_columns(kind, table).select(read)  # an older segment's nulls
     frame: pd.DataFrame = table.sort_by("ts").select(names).to_pandas()
     return frame

@@ -16,13 +16,14 @@ from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from datawheel.errors import DatawheelError
-from datawheel.serving.ledger.records import SCHEMAS
+from datawheel.serving.ledger.records import ADDED_COLUMNS, SCHEMAS
 from datawheel.storage import Store, validate_name
 
-__all__ = ["encode_segments", "segment_prefix", "write_segments"]
+__all__ = ["encode_segments", "segment_prefix", "with_added_columns", "write_segments"]
 
 _DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -37,13 +38,28 @@ def segment_prefix(kind: str, model: str, date: str | None = None) -> str:
     return prefix + (f"/date={date}" if date else "")
 
 
+def with_added_columns(kind: str, table: pa.Table) -> pa.Table:
+    """``table`` with every column added to ``kind`` since it was written (a WAL frame or
+    segment of an earlier server) filled in, and nulls in them replaced, by the value
+    :data:`~datawheel.serving.ledger.records.ADDED_COLUMNS` gives older rows."""
+    for name, value in ADDED_COLUMNS[kind].items():
+        if name not in table.column_names:
+            table = table.append_column(name, pa.array([value] * table.num_rows, pa.string()))
+        elif table.column(name).null_count:
+            at = table.column_names.index(name)
+            table = table.set_column(at, name, pc.fill_null(table.column(name), value))
+    return table
+
+
 def encode_segments(kind: str, parts: list[pa.Table], segment: str) -> list[tuple[str, bytes]]:
     """The rows of ``parts`` (tables with ``kind``'s columns) as ``(key, Parquet bytes)``
     of the segments named ``segment``: one per model and UTC day of their ``ts``."""
     if not parts:
         return []
     schema = SCHEMAS[kind]
-    table = pa.concat_tables([t.select(schema.names).cast(schema) for t in parts])
+    table = pa.concat_tables(
+        [with_added_columns(kind, t).select(schema.names).cast(schema) for t in parts]
+    )
     out = []
     for model, date, part in _partitions(table):
         sink = pa.BufferOutputStream()

@@ -9,8 +9,9 @@ length, u32 CRC-32 of the payload), then the payload. Kinds:
   :class:`Feedback`);
 * 3 = predictions as fixed-layout rows (what :func:`encode_batch` writes for a
   :class:`PredictionBatch`, the server's hot path): a preamble (u32 id width, label
-  width, features, classes, meta length), the meta ``version\\0model``, then one numpy
-  record per row: id, ts, latency_ms, label, inputs (f32), probabilities (f32).
+  width, features, classes, meta length), the meta ``version\\0model\\0variant``
+  (``version\\0model`` in a frame written before the variant was: TorchScript), then one
+  numpy record per row: id, ts, latency_ms, label, inputs (f32), probabilities (f32).
 
 A torn or corrupt frame fails its length/CRC check and is skipped: :func:`decode_frames`
 resynchronises on the next ``DWAL`` and reports how many bytes it skipped. The ``<hex8>``
@@ -34,7 +35,13 @@ import numpy as np
 import pyarrow as pa
 
 from datawheel.errors import DatawheelError
-from datawheel.serving.ledger.records import SCHEMAS, Feedback, Prediction, PredictionBatch
+from datawheel.serving.ledger.records import (
+    LEGACY_VARIANT,
+    SCHEMAS,
+    Feedback,
+    Prediction,
+    PredictionBatch,
+)
 
 __all__ = [
     "Frame",
@@ -90,7 +97,7 @@ def encode_batch(batch: PredictionBatch) -> bytes:
     rows["id"], rows["label"] = ids, labels
     rows["ts"], rows["latency_ms"] = batch.ts, batch.latency_ms
     rows["inputs"], rows["probabilities"] = batch.inputs, batch.probabilities
-    meta = f"{batch.version}\0{batch.model}".encode()
+    meta = f"{batch.version}\0{batch.model}\0{batch.variant}".encode()
     payload = _ROWS_PREAMBLE.pack(*layout, len(meta)) + meta + rows.tobytes()
     return _HEADER.pack(_MAGIC, 3, n, len(payload), zlib.crc32(payload)) + payload
 
@@ -181,23 +188,27 @@ def frame_tables(frames: Sequence[Frame]) -> dict[str, list[pa.Table]]:
     return tables
 
 
-def _rows(payload: memoryview) -> tuple[tuple[int, ...], str, str, memoryview]:
-    """A kind-3 frame's layout, version, model and raw row records."""
+_Group = tuple[tuple[int, ...], str, str, str]  # layout, version, model, variant
+
+
+def _rows(payload: memoryview) -> tuple[_Group, memoryview]:
+    """A kind-3 frame's layout, version, model, variant and raw row records."""
     *layout, meta_len = _ROWS_PREAMBLE.unpack_from(payload)
     start = _ROWS_PREAMBLE.size
-    version, model = bytes(payload[start : start + meta_len]).decode().split("\0", 1)
-    return tuple(layout), version, model, payload[start + meta_len :]
+    version, model, *rest = bytes(payload[start : start + meta_len]).decode().split("\0")
+    variant = rest[0] if rest else LEGACY_VARIANT
+    return (tuple(layout), version, model, variant), payload[start + meta_len :]
 
 
 def _rows_tables(payloads: list[memoryview]) -> list[pa.Table]:
-    """Kind-3 frames as predictions tables: one per (layout, version, model), read with a
+    """Kind-3 frames as predictions tables: one per (layout, version, model, variant), read with a
     single ``np.frombuffer`` over the joined records, never one per frame."""
-    groups: dict[tuple[tuple[int, ...], str, str], list[memoryview]] = {}
+    groups: dict[_Group, list[memoryview]] = {}
     for payload in payloads:
-        layout, version, model, records = _rows(payload)
-        groups.setdefault((layout, version, model), []).append(records)
+        group, records = _rows(payload)
+        groups.setdefault(group, []).append(records)
     tables = []
-    for (layout, version, model), chunks in groups.items():
+    for (layout, version, model, variant), chunks in groups.items():
         rows = np.frombuffer(b"".join(chunks), dtype=_row_dtype(*layout))
         n = len(rows)
         tables.append(
@@ -211,6 +222,7 @@ def _rows_tables(payloads: list[memoryview]) -> list[pa.Table]:
                     pa.array(np.char.decode(rows["label"]), pa.string()),
                     _lists(rows["probabilities"]),
                     pa.array(rows["latency_ms"]),
+                    pa.array([variant] * n, pa.string()),
                 ],
                 schema=SCHEMAS["predictions"],
             )
