@@ -93,6 +93,7 @@ class Ledger:
                 "label": predicted,
                 "probabilities": [[1.0 / len(CLASSES)] * len(CLASSES)] * n,
                 "latency_ms": [1.0] * n,
+                "variant": ["torchscript"] * n,
             },
             schema=SCHEMAS["predictions"],
         )
