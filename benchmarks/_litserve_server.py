@@ -20,7 +20,11 @@ What it serves:
 Settings, to match the other servers (one worker, one torch thread, no batching):
 ``accelerator="cpu", devices=1, workers_per_device=1`` (one inference worker process) and
 ``num_api_servers=1`` (one uvicorn process in front of it); LitServe's dynamic batching is
-OFF (``max_batch_size=1``, its default: one request, one model call, as kserve and fastapi);
+OFF by default (``max_batch_size=1``, its default: one request, one model call, as kserve and
+fastapi). ``--max-batch-size N --batch-timeout-ms T`` turn it on (serve_bench's
+``--litserve-batching`` passes datawheel's 64 rows and 2 ms): LitServe then gathers up to N
+requests, waiting up to T for them, stacks their rows and runs one model call (each
+request must then hold one row, as the benchmark's do);
 ``fast_queue=True`` (ZeroMQ between the uvicorn process and the worker, LitServe's own
 faster transport, rather than its default multiprocessing-manager queues), so LitServe is
 measured at its quickest; no request tracking, client file, or access log, log level
@@ -44,8 +48,15 @@ import torch
 
 
 class TorchScriptAPI(ls.LitAPI):  # type: ignore[misc]
-    def __init__(self, model_file: Path, name: str, threads: int) -> None:
-        super().__init__(api_path=f"/v2/models/{name}/infer", max_batch_size=1)
+    def __init__(
+        self, model_file: Path, name: str, threads: int, max_batch: int, timeout_ms: float
+    ) -> None:
+        super().__init__(
+            api_path=f"/v2/models/{name}/infer",
+            max_batch_size=max_batch,
+            batch_timeout=timeout_ms / 1000.0,
+        )
+        self.batching = max_batch > 1
         self.model_file = model_file
         self.model_name = name
         self.threads = threads
@@ -65,13 +76,19 @@ class TorchScriptAPI(ls.LitAPI):  # type: ignore[misc]
     def decode_request(self, request, **kwargs: Any) -> Any:  # type: ignore[no-untyped-def]
         tensor = request["inputs"][0]
         x = np.asarray(tensor["data"], dtype=np.float32).reshape(tensor["shape"])
-        return x.reshape(1, -1) if x.ndim == 1 else x
+        x = x.reshape(1, -1) if x.ndim == 1 else x
+        if self.batching:  # LitServe's own batch() stacks one row per request
+            if x.shape[0] != 1:
+                raise ValueError("with --max-batch-size > 1 a request holds one row")
+            return x[0]
+        return x
 
     def predict(self, x: Any, **kwargs: Any) -> Any:
         with torch.inference_mode():
             return torch.softmax(self.module(torch.from_numpy(x)), dim=1).numpy()
 
     def encode_response(self, output: Any, **kwargs: Any):  # type: ignore[no-untyped-def]
+        output = output.reshape(1, -1) if output.ndim == 1 else output  # a row of a batch
         labels = [self.classes[i] for i in output.argmax(axis=1).tolist()]
         return {
             "model_name": self.model_name,
@@ -94,6 +111,12 @@ def _args() -> argparse.Namespace:
     parser.add_argument("--name", default="digits", help="model name in the URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", required=True, type=int, help="HTTP port")
+    parser.add_argument(
+        "--max-batch-size", type=int, default=1, help="LitServe batching (default 1: off)"
+    )
+    parser.add_argument(
+        "--batch-timeout-ms", type=float, default=0.0, help="LitServe batch_timeout (default 0)"
+    )
     return parser.parse_args()
 
 
@@ -101,7 +124,13 @@ def main() -> None:
     args = _args()
     threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     server = ls.LitServer(
-        TorchScriptAPI(args.model_file.resolve(), args.name, threads),
+        TorchScriptAPI(
+            args.model_file.resolve(),
+            args.name,
+            threads,
+            args.max_batch_size,
+            args.batch_timeout_ms,
+        ),
         accelerator="cpu",
         devices=1,
         workers_per_device=1,

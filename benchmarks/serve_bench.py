@@ -19,8 +19,9 @@ run, one server each:
 
 Every non-datawheel server does one model call per request (batching off: kserve and fastapi
 have none, LitServe's ``max_batch_size=1`` and BentoML's ``batchable=False`` are their
-defaults); ``datawheel serve`` keeps its dynamic batching (``--max-batch-size``,
-``--max-latency-ms``) unless told otherwise. Each runs one worker process and one torch
+defaults; ``--litserve-batching`` gives LitServe datawheel's batch size and wait);
+``datawheel serve`` keeps its dynamic batching (``--max-batch-size``, ``--max-latency-ms``)
+unless told otherwise. Each runs one worker process and one torch
 thread; LitServe and BentoML add a front process of their own (LitServe's uvicorn process
 before its inference worker; BentoML's circus arbiter), pinned to the same CPU and counted in
 the server's CPU.
@@ -163,6 +164,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=setup.BENCH / ".venv-kserve",
         help="venv with kserve (default benchmarks/.venv-kserve, created on first use)",
+    )
+    add(
+        "--litserve-batching",
+        action="store_true",
+        help="turn LitServe's dynamic batching on, with datawheel's --max-batch-size and "
+        "--max-latency-ms (64 rows, 2 ms unless given); off by default",
     )
     add(
         "--litserve-venv",

@@ -138,6 +138,9 @@ def server_command(
     ]
     if server == "kserve" and not args.kserve_logging:
         cmd.append("--quiet")
+    if server == "litserve" and args.litserve_batching:  # datawheel's own batch settings
+        cmd += ["--max-batch-size", str(args.max_batch_size or 64)]
+        cmd += ["--batch-timeout-ms", str(args.max_latency_ms or 2.0)]
     return cmd
 
 

@@ -243,6 +243,7 @@ def json_report(
         "kserve_logging": args.kserve_logging,
         "max_batch_size": args.max_batch_size,
         "max_latency_ms": args.max_latency_ms,
+        "litserve_batching": args.litserve_batching,
         "load": "wrk -t1 closed loop",
     }
     return {
