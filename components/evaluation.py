@@ -31,8 +31,11 @@ def evaluate(
     report: Output[Markdown],
     html_report: Output[HTML],
     production_tolerance: float = 0.0,
+    accuracy_tolerance: float = 0.005,
+    latency_budget_ms: float = 0.0,
 ) -> NamedTuple("EvaluateOutputs", [("decision", str), ("evaluation", str)]):
-    """Test metrics, confusion matrix, HTML report, and promote/reject against the champion."""
+    """Test metrics, confusion matrix, HTML report, promote/reject against the champion, and
+    the serving variant: the fastest within accuracy_tolerance meeting latency_budget_ms."""
     import json
     from collections import namedtuple
 
@@ -50,6 +53,8 @@ def evaluate(
         seed=seed,
         html_path=html_report.path,
         production_tolerance=production_tolerance,
+        accuracy_tolerance=accuracy_tolerance,
+        latency_budget_ms=latency_budget_ms,
     )
     classification.log_confusion_matrix(ev["classes"], ev["confusion"])
     return namedtuple("EvaluateOutputs", ["decision", "evaluation"])(ev["decision"], json.dumps(ev))

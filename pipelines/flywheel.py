@@ -44,6 +44,8 @@ def flywheel(
     compress: str = "auto",
     distill_temperature: float = 4.0,
     distill_alpha: float = 0.7,
+    accuracy_tolerance: float = 0.005,
+    latency_budget_ms: float = 0.0,
 ) -> str:
     new = harvest(store=store, model_name=model_name, since=since, until=until, reason=reason)
     on_cluster(new, "harvest")
@@ -100,6 +102,8 @@ def flywheel(
             splits=splits.outputs["splits"],
             model=shrunk.outputs["compressed"],
             production_tolerance=production_tolerance,
+            accuracy_tolerance=accuracy_tolerance,
+            latency_budget_ms=latency_budget_ms,
         )
         on_cluster(scored, "evaluate")
         alias = on_cluster(decision_alias(decision=scored.outputs["decision"]), "decision-alias")

@@ -39,6 +39,8 @@ def training(
     compress: str = "auto",
     distill_temperature: float = 4.0,
     distill_alpha: float = 0.7,
+    accuracy_tolerance: float = 0.005,
+    latency_budget_ms: float = 0.0,
 ) -> str:
     data = ingest(
         store=store, source=source, dataset_name=dataset_name, label=label, image_size=image_size
@@ -96,6 +98,8 @@ def training(
         seed=seed,
         splits=splits.outputs["splits"],
         model=shrunk.outputs["compressed"],
+        accuracy_tolerance=accuracy_tolerance,
+        latency_budget_ms=latency_budget_ms,
     )
     on_cluster(scored, "evaluate")
     with dsl.If(scored.outputs["decision"] == "promote", name="promote"):

@@ -255,5 +255,5 @@ def test_a_failed_step_with_json_is_one_error_document_with_one_fix(tmp_path: Pa
     assert last == f"error: {doc['error']}. Fix: {doc['fix']}." and last.count("Fix:") == 1
     progress = proc.stderr.splitlines()[:-1]  # whole lines, never wrapped at 80 columns
     # lr-grid and ingest run side by side: validate starts with one or both of them done
-    assert any(re.fullmatch(r"training: validate \([12]/9 steps done\)", ln) for ln in progress)
+    assert any(re.fullmatch(r"training: validate \([12]/10 steps done\)", ln) for ln in progress)
     assert any(doc["error"] in line and len(line) > 80 for line in progress), progress

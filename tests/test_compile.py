@@ -76,6 +76,8 @@ def test_compiled_yaml_loads_as_a_component() -> None:
         "compress",
         "distill_temperature",
         "distill_alpha",
+        "accuracy_tolerance",
+        "latency_budget_ms",
     ):
         assert name in inputs, name
 
@@ -349,3 +351,13 @@ def test_bad_platform_settings_say_how_to_fix(key: str, value: str, message: str
     with pytest.raises(DatawheelError, match=re.escape(message)) as info:
         Platform.from_env({key: value})
     assert "Fix:" in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["training", "flywheel"])
+def test_the_variant_choice_parameters_reach_evaluate(name: str) -> None:
+    spec, _ = _documents(name)
+    params = _all_tasks(spec)["evaluate"]["inputs"]["parameters"]
+    for key in ("accuracy_tolerance", "latency_budget_ms"):
+        assert params[key]["componentInputParameter"].endswith(key), params[
+            key
+        ]  # in a dsl.If: pipelinechannel--KEY

@@ -72,11 +72,13 @@ def run(
         args["store"] = store_uri(store)
     if pipeline == "flywheel":
         args = check_flywheel(args)
-        n_rates, total = 1, 8  # harvest validate drift prep train evaluate alias register
+        # harvest validate drift prep train compress evaluate alias register
+        n_rates, total = 1, 9
     else:
         args = check_training(args)
         n_rates = len(lr_grid(float(args["learning_rate"]), str(args["sweep_learning_rates"])))
-        total = 8 + n_rates
+        total = 9 + n_rates  # lr-grid ingest validate prep (trains) pick-best importer
+        # compress evaluate register
     # Bind the real stream now: the runner redirects sys.stderr into its log while it runs.
     with _progress(sys.stderr, pipeline, total) as on_event:
         runner = LocalRunner(

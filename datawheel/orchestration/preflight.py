@@ -42,6 +42,19 @@ def check_parameters(args: dict[str, Any]) -> None:
         float(args.get("distill_temperature", 4.0)),
         float(args.get("distill_alpha", 0.7)),
     )
+    tolerance = float(args.get("accuracy_tolerance", 0.005))
+    if not 0 <= tolerance < 1:
+        raise DatawheelError(
+            f"accuracy_tolerance={tolerance:g} is not an accuracy difference in [0, 1)",
+            "pass e.g. --param accuracy_tolerance=0.005",
+        )
+    budget = float(args.get("latency_budget_ms", 0.0))
+    if budget < 0:
+        raise DatawheelError(
+            f"latency_budget_ms={budget:g} is negative",
+            "pass a batch-1 p99 budget in milliseconds, e.g. --param latency_budget_ms=5, or 0 "
+            "for none",
+        )
     for key in ("dataset_name", "model_name"):
         if args.get(key):
             validate_name(str(args[key]), f"--param {key}")
