@@ -53,6 +53,12 @@ def _without_student(card: dict[str, Any]) -> None:
     del card["files"]["student.onnx"]
 
 
+def test_the_server_knows_every_variant_the_evaluate_step_measures() -> None:
+    from datawheel.evaluation import variants as measured
+
+    assert {n: (v.file, v.runtime) for n, v in VARIANTS.items()} == measured.VARIANTS
+
+
 def test_pick_variant_follows_the_card_and_refuses_what_it_lacks() -> None:
     files = {"model.ts": "a", "model.onnx": "b", "model_int8.onnx": "c"}
     card: dict[str, Any] = {"name": "digits", "version": "v3", "files": files}
