@@ -2,7 +2,8 @@
 steps on a table with strings and missing values, through real tritonclient: one named input
 per feature (BYTES categories, FP32 numbers; binary and JSON), null as missing, an unseen
 category as "other", the metadata's feature schema, and the single tensor refused with a 422
-that lists the inputs. The server's string -> code step must equal the training transform's."""
+that lists the inputs. The server's string -> code step must equal the training transform's,
+served as TorchScript and as ONNX (the categorical encoder and the imputation inside each)."""
 
 from __future__ import annotations
 
@@ -64,9 +65,16 @@ def _build(root: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    root = tmp_path_factory.mktemp("penguins") / "store"
-    srv = ServerProcess(_build(root), tmp_path_factory.mktemp("spool"), model="penguins")
+def penguins_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return _build(tmp_path_factory.mktemp("penguins") / "store")
+
+
+@pytest.fixture(scope="module", params=["torchscript", "onnx"])  # the encoder in both graphs
+def server(
+    penguins_store: str, tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[ServerProcess]:
+    spool = tmp_path_factory.mktemp("spool")
+    srv = ServerProcess(penguins_store, spool, model="penguins", variant=request.param)
     yield srv.start()
     srv.stop()
 
