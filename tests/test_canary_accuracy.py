@@ -75,7 +75,10 @@ def test_canary_without_a_candidate_refuses_in_one_line(
     (model_dir / "train.json").write_text(
         json.dumps({"metrics": {}, "config": {"model_kind": "mlp"}, "device": "cpu"})
     )
-    (model_dir / "model.ts").write_bytes((model_dir / "model.ts").read_bytes() + b"\0")  # new
+    # another model: the registry knows a model by model.pt's weights and transform.json, so
+    # new model.ts bytes alone would be v2 again (reused)
+    (model_dir / "model.ts").write_bytes((model_dir / "model.ts").read_bytes() + b"\0")
+    (model_dir / "model.pt").unlink()
     evaluation = {
         "metrics": {"accuracy": 0.5},
         "decision": "reject",

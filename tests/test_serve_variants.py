@@ -56,7 +56,7 @@ def _without_student(card: dict[str, Any]) -> None:
 def test_the_server_knows_every_variant_the_evaluate_step_measures() -> None:
     from datawheel.evaluation import variants as measured
 
-    assert {n: (v.file, v.runtime) for n, v in VARIANTS.items()} == measured.VARIANTS
+    assert VARIANTS is measured.VARIANTS  # one table for the server and the evaluate step
 
 
 def test_pick_variant_follows_the_card_and_refuses_what_it_lacks() -> None:

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from datawheel.training.variants import FULL, VARIANTS
+
 __all__ = [
     "FULL",
     "VARIANTS",
@@ -30,13 +32,6 @@ __all__ = [
     "variant_rows",
 ]
 
-FULL = "torchscript"  # the full model every other variant is held against
-VARIANTS: dict[str, tuple[str, str]] = {  # name -> (file, runtime)
-    "torchscript": ("model.ts", "torchscript"),
-    "onnx": ("model.onnx", "onnxruntime"),
-    "onnx-int8": ("model_int8.onnx", "onnxruntime"),
-    "student": ("student.onnx", "onnxruntime"),
-}
 BATCHES = (1, 64)
 
 
@@ -131,7 +126,8 @@ def measure_variants(
     torch.set_num_threads(1)
     out: list[VariantFigures] = []
     try:
-        for name, (file, runtime) in VARIANTS.items():
+        for name, variant in VARIANTS.items():
+            file, runtime = variant.file, variant.runtime
             path = folder / file
             if not path.is_file():
                 continue

@@ -26,13 +26,13 @@ TorchScript server would.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from datawheel.errors import DatawheelError
+from datawheel.training.variants import VARIANTS, Variant
 
 __all__ = [
     "AUTO",
@@ -48,27 +48,6 @@ __all__ = [
 AUTO = "auto"
 
 
-@dataclass(frozen=True)
-class Variant:
-    name: str
-    file: str
-    runtime: str  # "torchscript" or "onnxruntime"
-
-    @property
-    def platform(self) -> str:
-        """The v2 model metadata ``platform`` (KServe/Triton's names)."""
-        return "pytorch_torchscript" if self.runtime == "torchscript" else "onnxruntime_onnx"
-
-
-VARIANTS: dict[str, Variant] = {
-    v.name: v
-    for v in (
-        Variant("torchscript", "model.ts", "torchscript"),
-        Variant("onnx", "model.onnx", "onnxruntime"),
-        Variant("onnx-int8", "model_int8.onnx", "onnxruntime"),
-        Variant("student", "student.onnx", "onnxruntime"),
-    )
-}
 #: What ``datawheel serve --variant`` accepts.
 CHOICES: tuple[str, ...] = (AUTO, *VARIANTS)
 _DEFAULT = "torchscript"  # what a card without "serving_variant" serves
