@@ -177,3 +177,26 @@ def test_exported_model_imputes_missing_values_like_the_transform(tmp_path: Path
         expected = model(torch.from_numpy(tf.apply(holes))).numpy()
     assert not np.isnan(served).any()
     np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+def test_external_weights_travel_beside_the_graph_and_are_checksummed(tmp_path: Path) -> None:
+    """Past the size limit the weights go to NAME.data; it loads, and the card lists it."""
+    from datawheel import registry
+    from datawheel.storage import LocalStore
+    from datawheel.training.export import _Normalized
+    from datawheel.training.onnx_export import export_onnx
+
+    model, mean, std, raw = _trained("mlp")
+    wrapper = _Normalized(model, torch.from_numpy(mean), torch.from_numpy(std)).eval()
+    folder = tmp_path / "m"
+    names = export_onnx(wrapper, raw[:4], folder, external_over=0)
+    assert names[0] == "model.onnx" and len(names) == 2 and names[1].startswith("model.onnx")
+    assert (folder / names[1]).stat().st_size > (folder / "model.onnx").stat().st_size
+    with torch.no_grad():
+        expected = wrapper(torch.from_numpy(raw)).numpy()
+    got = onnx_logits(onnx_session(folder / "model.onnx"), raw)
+    np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+    (folder / "model.ts").write_bytes(b"stand-in")
+    card = registry.register(LocalStore(tmp_path / "store"), "ext", folder, card={}).card
+    for name in names:
+        assert card["files"][name] == sha256_file(folder / name)

@@ -69,13 +69,19 @@ def _quiet() -> Iterator[None]:
 
 
 def export_onnx(
-    module: nn.Module, sample: np.ndarray, out_dir: Path, *, name: str = ONNX_FILE
+    module: nn.Module,
+    sample: np.ndarray,
+    out_dir: Path,
+    *,
+    name: str = ONNX_FILE,
+    external_over: int = _TWO_GB,
 ) -> list[str]:
     """Write ``name`` (``model.onnx``; and ``NAME.data`` for a model over 2 GB); the file names.
 
     ``module`` takes raw float32 rows; ``sample`` is a few such rows (2 at least, so the
     batch axis is not specialized to 1). ``name`` is the file's name in ``out_dir`` (a
-    distilled student is ``student.onnx``).
+    distilled student is ``student.onnx``). Weights of ``external_over`` bytes or more go to
+    an external-data file beside it (one protobuf holds at most 2 GB).
     """
     rows = np.asarray(sample, np.float32)
     if rows.ndim != 2 or len(rows) < 2:
@@ -100,7 +106,7 @@ def export_onnx(
             raise DatawheelError("the ONNX exporter returned nothing", "report this as a bug")
         with tempfile.TemporaryDirectory(dir=out) as tmp:
             staged = Path(tmp, name)
-            program.save(str(staged), external_data=size >= _TWO_GB)
+            program.save(str(staged), external_data=size >= external_over)
             names = []
             for f in sorted(Path(tmp).iterdir()):
                 f.replace(out / f.name)  # same folder: each file lands whole
