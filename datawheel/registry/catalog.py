@@ -3,7 +3,7 @@
 Layout::
 
     models/NAME/versions/vN/claim.json     <- created exclusively: reserves number N
-    models/NAME/versions/vN/<files>        model.ts, model_int8.ts, model.pt, transform.json
+    models/NAME/versions/vN/<files>        model.ts, model.onnx, model_int8.onnx, model.pt, ...
     models/NAME/versions/vN/card.json      <- created exclusively, last: the commit marker
 
 A version exists once its card exists. Two writers never get the same number, because a
