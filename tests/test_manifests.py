@@ -19,10 +19,12 @@ from datawheel.deploy.manifests import manifests_root, overlays, render
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFESTS = ROOT / "manifests"
-OVERLAYS = ["gpu", "kubeflow", "local"]
+OVERLAYS = ["gpu", "gpu-monitoring", "kubeflow", "kubeflow-monitoring", "local"]
+MONITORED = {"gpu-monitoring", "kubeflow-monitoring"}  # add manifests/monitoring (a Component)
 KUBERNETES_VERSIONS = ["1.29.0", "1.37.0"]
 # Custom resources: kubernetes-validate has only the built-in schemas; test_monitoring.py
-# checks these against the prometheus-operator's published CRD schemas.
+# checks these against the prometheus-operator's published CRD schemas, and test_overlays.py
+# that only the overlays declaring them carry them.
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
 
@@ -62,8 +64,8 @@ def test_every_overlay_builds(overlay: str) -> None:
     assert kinds["Secret"] == 0, "credentials never live in git: reference a Secret by name"
     names = [(d["kind"], d["metadata"]["name"]) for d in built(overlay)]
     assert len(names) == len(set(names)), "a resource is defined twice"
-    if overlay in ("kubeflow", "gpu"):
-        assert kinds["ServiceMonitor"] == 1 and kinds["PrometheusRule"] == 1
+    monitored = int(overlay in MONITORED)
+    assert kinds["ServiceMonitor"] == monitored and kinds["PrometheusRule"] == monitored
     if overlay == "local":  # MinIO for standalone installs
         assert ("Deployment", "minio") in names
 
@@ -171,7 +173,9 @@ def test_images_come_from_the_one_setting() -> None:
     for overlay, image in (
         ("local", images.CPU_IMAGE),
         ("kubeflow", images.CPU_IMAGE),
+        ("kubeflow-monitoring", images.CPU_IMAGE),
         ("gpu", images.TRAIN_IMAGE),
+        ("gpu-monitoring", images.TRAIN_IMAGE),
     ):
         (container,) = _serve_pod(overlay)["spec"]["containers"]
         assert container["image"] == image, overlay
@@ -184,7 +188,9 @@ def test_overlays_place_and_patch() -> None:
     for overlay, namespace in (
         ("local", "datawheel"),
         ("kubeflow", "kubeflow"),
+        ("kubeflow-monitoring", "kubeflow"),
         ("gpu", "datawheel"),
+        ("gpu-monitoring", "datawheel"),
     ):
         namespaced = [d for d in built(overlay) if d["kind"] != "Namespace"]
         assert {d["metadata"].get("namespace") for d in namespaced} == {namespace}, overlay
@@ -231,7 +237,7 @@ def test_checkov_finds_no_failed_checks(checkov: dict[str, Any]) -> None:
     ]
     assert failed == []
     assert checkov["summary"]["parsing_errors"] == 0
-    assert checkov["summary"]["resource_count"] >= 40  # all three overlays were read
+    assert checkov["summary"]["resource_count"] >= 80  # all five overlays were read
     assert len(checkov["passed_checks"]) > 300
 
 

@@ -16,7 +16,7 @@ import yaml
 from datawheel.deploy.manifests import render
 from datawheel.flywheel.alerts import ACCURACY_ALERTS, DRIFT_ALERTS
 
-OVERLAYS = ["gpu", "kubeflow", "local"]
+OVERLAYS = ["gpu", "gpu-monitoring", "kubeflow", "kubeflow-monitoring", "local"]
 EXAMPLE = Path(__file__).resolve().parent.parent / "manifests/monitoring/alertmanager.example.yml"
 
 
@@ -54,7 +54,7 @@ def test_the_watcher_is_one_locked_down_probed_replica(overlay: str) -> None:
     # the same image as serving's CPU build, even where serving runs on GPUs
     serve = docs[("Deployment", "datawheel-serve")]["spec"]["template"]["spec"]["containers"][0]
     assert container["image"].startswith("ghcr.io/datawheel/datawheel:")
-    assert overlay == "gpu" or container["image"] == serve["image"]
+    assert overlay.startswith("gpu") or container["image"] == serve["image"]
     service = docs[("Service", "datawheel-watcher")]
     assert service["spec"]["selector"] == {"app.kubernetes.io/name": "datawheel-watcher"}
     assert service["spec"]["ports"][0]["port"] == 8080
