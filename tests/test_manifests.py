@@ -203,6 +203,18 @@ def test_overlays_place_and_patch() -> None:
     assert gpu["tolerations"][0]["key"] == "nvidia.com/gpu"
     assert "nodeSelector" not in _serve_pod("local")["spec"]
     assert _one("local", "HorizontalPodAutoscaler", "datawheel-serve")["spec"]["minReplicas"] == 1
+    for overlay in ("gpu", "gpu-monitoring"):  # one GPU held at rest, not two
+        hpa = _one(overlay, "HorizontalPodAutoscaler", "datawheel-serve")
+        assert hpa["spec"]["minReplicas"] == 1
+
+
+def test_minio_admits_its_namespace_and_the_pipelines() -> None:
+    (rule,) = _one("local", "NetworkPolicy", "minio")["spec"]["ingress"]
+    assert rule["ports"] == [{"port": 9000, "protocol": "TCP"}]
+    assert rule["from"] == [
+        {"podSelector": {}},
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kubeflow"}}},
+    ]
 
 
 # --- checkov (in its own venv: its pins clash with ours) -------------------------------------
