@@ -76,9 +76,10 @@ bench: setup system-deps
 	$(BIN)/python benchmarks/serve_bench.py
 
 ## images: build and push both images where a Docker engine runs (names: manifests/base/images.env;
-## override with `make images DATAWHEEL_IMAGE=...`; NO_PUSH=1 builds only)
+## override with `make images DATAWHEEL_IMAGE=...`; NO_PUSH=1 builds only; REGISTRY=host/path pushes
+## there and writes the pushed digests to images.env)
 images:
-	DATAWHEEL_IMAGE=$(DATAWHEEL_IMAGE) DATAWHEEL_TRAIN_IMAGE=$(DATAWHEEL_TRAIN_IMAGE) bash docker/build.sh $(if $(NO_PUSH),--no-push)
+	DATAWHEEL_IMAGE=$(DATAWHEEL_IMAGE) DATAWHEEL_TRAIN_IMAGE=$(DATAWHEEL_TRAIN_IMAGE) REGISTRY=$(REGISTRY) bash docker/build.sh $(if $(NO_PUSH),--no-push)
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .datawheel .mypy_cache .ruff_cache .pytest_cache

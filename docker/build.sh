@@ -5,7 +5,11 @@
 # DATAWHEEL_IMAGE / DATAWHEEL_TRAIN_IMAGE in the environment override the file, as they do for
 # `datawheel compile`. The build context is the repository root (see .dockerignore).
 #
-# usage: docker/build.sh [--no-push]
+# REGISTRY=host[:port]/path moves both images into a registry you own (same names and tags) and
+# writes them back to images.env, pinned by the pushed digests (NAME:TAG@sha256:...), so the
+# manifests, the compiled pipeline and datawheel.deploy.images all use exactly what was pushed.
+#
+# usage: [REGISTRY=...] docker/build.sh [--no-push]
 # exit status: 0 built (and pushed); 1 bad usage or setting; 2 no Docker engine reachable.
 set -euo pipefail
 
@@ -46,11 +50,27 @@ train_image="${DATAWHEEL_TRAIN_IMAGE:-$file_train}"
     fail 1 "$settings must set DATAWHEEL_IMAGE and DATAWHEEL_TRAIN_IMAGE" \
         "add one NAME=IMAGE:TAG line for each"
 
+registry="${REGISTRY:-}"
+if [[ -n "$registry" ]]; then
+    cpu_image="${registry%/}/$(basename "${cpu_image%@*}")"
+    train_image="${registry%/}/$(basename "${train_image%@*}")"
+fi
+
 command -v docker >/dev/null 2>&1 ||
     fail 2 "no docker command on PATH" "install the Docker CLI and engine, then run docker/build.sh again"
 docker info >/dev/null 2>&1 ||
     fail 2 "no Docker engine is reachable (\`docker info\` failed; DOCKER_HOST=${DOCKER_HOST:-unset})" \
         "start the Docker engine or point DOCKER_HOST (or \`docker context use\`) at a running one, then run docker/build.sh again"
+
+# pinned IMAGE: IMAGE@sha256:... as the registry stored it (the digest of its push).
+pinned() {
+    local repo="${1%:*}" digest
+    [[ "${1##*/}" == *:* ]] || repo="$1"
+    digest="$(docker inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' "$1" |
+        grep -m1 -F "$repo@sha256:")" ||
+        fail 1 "docker reports no pushed digest for $1" "push it (drop NO_PUSH) and run again"
+    printf '%s@%s\n' "$1" "${digest#*@}"
+}
 
 cd "$root"
 docker build -f docker/Dockerfile -t "$cpu_image" .
@@ -59,6 +79,14 @@ if ((push)); then
     docker push "$cpu_image"
     docker push "$train_image"
     echo "built and pushed: $cpu_image $train_image"
+    if [[ -n "$registry" ]]; then
+        cpu_image="$(pinned "$cpu_image")"
+        train_image="$(pinned "$train_image")"
+    fi
 else
     echo "built (not pushed): $cpu_image $train_image"
+fi
+if [[ -n "$registry" ]]; then
+    printf 'DATAWHEEL_IMAGE=%s\nDATAWHEEL_TRAIN_IMAGE=%s\n' "$cpu_image" "$train_image" >"$settings"
+    echo "wrote $settings: $cpu_image $train_image"
 fi
