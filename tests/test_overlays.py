@@ -83,3 +83,47 @@ def test_monitoring_overlays_are_their_plain_overlay_plus_the_component() -> Non
             ("ConfigMap", "datawheel-grafana-dashboards"),
         }
         assert names <= monitored
+
+
+# --- Istio ---------------------------------------------------------------------------------------
+
+MESHED = {"kubeflow", "kubeflow-monitoring"}  # add manifests/istio (a Component)
+PROTOCOLS = ("http", "http2", "https", "grpc", "grpc-web", "tcp", "tls", "mongo", "redis")
+ISTIOD = {
+    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "istio-system"}},
+    "podSelector": {"matchLabels": {"app": "istiod"}},
+}
+
+
+@pytest.mark.parametrize("overlay", sorted(REQUIRED_CRDS))
+def test_service_ports_are_named_by_protocol(overlay: str) -> None:
+    """Istio picks a port's protocol from its name (<protocol>[-<suffix>]) or appProtocol."""
+    for service in (d for d in _docs(overlay) if d["kind"] == "Service"):
+        for port in service["spec"]["ports"]:
+            assert port["name"].split("-")[0] in PROTOCOLS, (service["metadata"]["name"], port)
+            assert port["appProtocol"] == port["name"].split("-")[0]
+
+
+@pytest.mark.parametrize("overlay", sorted(REQUIRED_CRDS))
+def test_meshed_overlays_let_the_sidecar_work(overlay: str) -> None:
+    meshed = overlay in MESHED
+    for name in ("datawheel-serve", "datawheel-watcher"):
+        (policy,) = [
+            d
+            for d in _docs(overlay)
+            if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == name
+        ]
+        to_istiod = [r for r in policy["spec"]["egress"] if r.get("to") == [ISTIOD]]
+        assert len(to_istiod) == int(meshed), (overlay, name)
+        if meshed:
+            assert {p["port"] for p in to_istiod[0]["ports"]} == {15012, 15017}
+            ingress = {p["port"] for r in policy["spec"]["ingress"] for p in r["ports"]}
+            assert ingress == {8080, 15020, 15021}
+        # every other egress rule is what base allows: no namespace-wide opening for the mesh
+        assert all("to" not in r for r in policy["spec"]["egress"] if r not in to_istiod)
+        (deployment,) = [
+            d for d in _docs(overlay) if d["kind"] == "Deployment" and d["metadata"]["name"] == name
+        ]
+        annotations = deployment["spec"]["template"]["metadata"].get("annotations", {})
+        rewrite = annotations.get("sidecar.istio.io/rewriteAppHTTPProbers")
+        assert rewrite == ("true" if meshed else None), (overlay, name)
