@@ -5,7 +5,7 @@ For each model kind, one ``datawheel run training --local`` trains and registers
 
 * every variant in the registered folder (TorchScript fp32, ONNX fp32, ONNX int8, student):
   its size on disk, the p50/p99 of single calls at batch 1 and batch 64 (one thread) and its
-  test accuracy, by the evaluate step's own measurement (datawheel.evaluation.variants);
+  test accuracy, by the evaluate step's own measurement (datawheel.evaluation.variant_choice);
 * end-to-end serving: ``datawheel serve --variant V`` for ``torchscript`` and for the card's
   choice (``auto``; with ``--all``, every variant), closed-loop ``wrk`` at 1 and 64 clients
   on one FP32 row per request, server pinned to CPU 0 and wrk to CPU 1; req/s and each
@@ -140,7 +140,7 @@ def _serve(
 
 
 def _kind(args: argparse.Namespace, work: Path, kind: str, can_choose: bool) -> None:
-    from datawheel.evaluation.variants import choose_variant, measure_variants
+    from datawheel.evaluation.variant_choice import choose_variant, measure_variants
 
     store = _train(args.datawheel_bin, work, kind, args.epochs)
     folder, card = _folder(store)

@@ -34,3 +34,18 @@ def run_json(*args: str, cwd: Path, env: dict[str, str] | None = None) -> dict[s
     result: dict[str, Any] = json.loads(proc.stdout)
     result["progress"] = proc.stderr
     return result
+
+
+def main_cli(capsys: Any, *args: str) -> tuple[int, str, str]:
+    """``datawheel ARGS`` through ``main()`` in this process, stdout captured by pytest (not
+    a terminal, as in a pipe): the exit status, stdout and stderr."""
+    from datawheel.cli.main import main
+
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out = capsys.readouterr()
+    return code, out.out, out.err

@@ -12,25 +12,15 @@ from pathlib import Path
 
 import click
 import pytest
+from cli_helpers import main_cli as _cli
 from datawheel.pipelines import PIPELINES
 
-from datawheel.cli.main import cli, main
+from datawheel.cli.main import cli
 from datawheel.cli.run import _print_summary
 from datawheel.orchestration.local_runner import RunResult, StepTiming
 from datawheel.orchestration.params import parse_params
 
 README = Path(__file__).resolve().parent.parent / "README.md"
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _commands() -> dict[str, click.Command]:

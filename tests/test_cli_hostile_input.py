@@ -11,25 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import datawheel
+from cli_helpers import main_cli as _cli
 
-from datawheel.cli.main import main
 from datawheel.redact import redact, redact_netloc
 from datawheel.storage import KeyNotFoundError, LocalStore, StoreError
 from datawheel.storage.s3 import S3Store
 from datawheel.storage.settings import S3Settings
 
 LONG = "a" * 300  # past NAME_MAX (255): ENAMETOOLONG wherever it becomes a path
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _one_line_error(code: int, err: str, *needles: str) -> str:

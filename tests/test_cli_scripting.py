@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_helpers import datawheel
+from cli_helpers import main_cli as _cli
 from kfp_recorder import kfp_api
 
 from datawheel import registry
@@ -25,17 +26,6 @@ from datawheel.orchestration.local_runner import RunEvent
 from datawheel.storage import open_store
 
 LONG = "a-dataset-name-that-is-long-enough-to-be-cut-in-80-columns-x"  # 60 characters
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _csv(path: Path) -> str:

@@ -49,14 +49,21 @@ def test_render_prints_the_overlay(tmp_path: Path) -> None:
 
 def test_overlays_are_listed(tmp_path: Path) -> None:
     proc = datawheel("deploy", "overlays", cwd=tmp_path)
-    assert proc.stdout.split() == ["gpu", "kubeflow", "local"]
+    assert proc.stdout.split() == [
+        "gpu",
+        "gpu-monitoring",
+        "kubeflow",
+        "kubeflow-monitoring",
+        "local",
+    ]
 
 
 def test_unknown_overlay_names_the_known_ones(tmp_path: Path) -> None:
     proc = datawheel("deploy", "render", "--overlay", "prod", cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip() == (
-        "error: there is no overlay 'prod'. Fix: pick one of: gpu, kubeflow, local."
+        "error: there is no overlay 'prod'. Fix: pick one of: gpu, gpu-monitoring, kubeflow, "
+        "kubeflow-monitoring, local."
     )
 
 

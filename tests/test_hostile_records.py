@@ -8,24 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from cli_helpers import main_cli as _cli
 
 from datawheel import registry
-from datawheel.cli.main import main
 from datawheel.data import versions as ds
 from datawheel.data.gate import admit
 from datawheel.errors import DatawheelError
 from datawheel.storage import LocalStore
-
-
-def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _error_line(code: int, err: str) -> str:

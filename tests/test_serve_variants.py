@@ -54,7 +54,7 @@ def _without_student(card: dict[str, Any]) -> None:
 
 
 def test_the_server_knows_every_variant_the_evaluate_step_measures() -> None:
-    from datawheel.evaluation import variants as measured
+    from datawheel.evaluation import variant_choice as measured
 
     assert VARIANTS is measured.VARIANTS  # one table for the server and the evaluate step
 

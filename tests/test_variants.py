@@ -14,7 +14,7 @@ from test_evaluate_step import NAME, Sink, _data, export_dir
 from datawheel import registry
 from datawheel.data.split import write_splits
 from datawheel.evaluation.predict import predict_classes
-from datawheel.evaluation.variants import VariantFigures, choose_variant, measure_variants
+from datawheel.evaluation.variant_choice import VariantFigures, choose_variant, measure_variants
 from datawheel.orchestration.evaluate import evaluate_step
 from datawheel.orchestration.register import register_step
 from datawheel.storage import LocalStore

@@ -22,7 +22,7 @@ class Evaluation:
     extra: dict[str, float] = field(default_factory=dict)
     # reference / production / combined: rows and both models' accuracy (evaluation.slices)
     slices: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # each serving variant's figures (evaluation.variants) and the one picked to serve
+    # each serving variant's figures (evaluation.variant_choice) and the one picked to serve
     variants: list[dict[str, Any]] = field(default_factory=list)
     serving_variant: dict[str, str] = field(default_factory=dict)
 

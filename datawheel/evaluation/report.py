@@ -16,7 +16,7 @@ from typing import Any
 
 from datawheel.evaluation.compare import describe_confidence
 from datawheel.evaluation.metrics import Evaluation
-from datawheel.evaluation.variants import variant_rows
+from datawheel.evaluation.variant_choice import variant_rows
 
 __all__ = [
     "confusion_png",

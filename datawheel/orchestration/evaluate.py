@@ -67,7 +67,7 @@ def evaluate_step(
 
     Every serving variant in ``model_dir`` (TorchScript, ONNX, ONNX int8, a distilled
     student) is measured here (size, batch-1 and batch-64 latency, test accuracy) and one is
-    picked to serve (:func:`~datawheel.evaluation.variants.choose_variant` with
+    picked to serve (:func:`~datawheel.evaluation.variant_choice.choose_variant` with
     ``accuracy_tolerance`` and ``latency_budget_ms``, 0 for none); both go into the result
     (``variants``, ``serving_variant``) and the reports.
 
@@ -88,7 +88,7 @@ def evaluate_step(
         slice_accuracies,
         slice_metrics,
     )
-    from datawheel.evaluation.variants import choose_variant, measure_variants
+    from datawheel.evaluation.variant_choice import choose_variant, measure_variants
 
     if not 0 < confidence < 1:
         raise DatawheelError(

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from datawheel.errors import DatawheelError
-from datawheel.training.variants import VARIANTS, Variant
+from datawheel.training.variant_table import VARIANTS, Variant
 
 __all__ = [
     "AUTO",

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from datawheel.training.variants import FULL, VARIANTS
+from datawheel.training.variant_table import FULL, VARIANTS
 
 __all__ = [
     "FULL",

@@ -1,7 +1,7 @@
 """The serving variants an export can hold: each one's file and the runtime that runs it.
 
 Every variant takes raw float32 rows ``[n, n_features]`` and answers logits. The evaluate
-step measures the ones a model folder has (:mod:`datawheel.evaluation.variants`) and the
+step measures the ones a model folder has (:mod:`datawheel.evaluation.variant_choice`) and the
 server runs the one asked for (:mod:`datawheel.serving.variants`); both read this table.
 """
 
