@@ -189,11 +189,11 @@ def test_a_local_run_that_fills_the_disk_fails_at_once(tmp_path: Path, tiny_disk
     assert not (tiny_disk / "store" / "models").exists()
 
 
-def test_rerunning_the_pipeline_reuses_the_model_and_a_new_store_trains_anew(
+def test_rerunning_the_pipeline_reuses_the_model(
     tmp_path: Path,
 ) -> None:
     fast = ("--param", "epochs=2")
-    s1, s2 = f"file://{tmp_path / 's1'}", f"file://{tmp_path / 's2'}"
+    s1 = f"file://{tmp_path / 's1'}"
     first = run_json("--store", s1, *fast, cwd=tmp_path)["summary"]
     assert (first["model_version"], first["alias"], first["reused"]) == ("v1", "champion", False)
     again = run_json("--store", s1, *fast, cwd=tmp_path)
@@ -205,8 +205,5 @@ def test_rerunning_the_pipeline_reuses_the_model_and_a_new_store_trains_anew(
     assert [m.version for m in registry.list_versions(LocalStore(tmp_path / "s1"), "digits")] == [
         "v1"
     ]
-    fresh = run_json("--store", s2, *fast, cwd=tmp_path)["summary"]  # same checkpoint folder
-    assert fresh["metrics"]["resumed_from_epoch"] == 0 and fresh["metrics"]["epochs_trained"] == 2
-    assert fresh["metrics"]["samples_per_second"] > 0
-    assert (fresh["model_version"], fresh["reused"]) == ("v1", False)
-    assert os.listdir(tmp_path / "ckpt")  # both stores used the one cache folder
+    # (that another store never resumes this checkpoint is
+    # test_the_checkpoint_is_keyed_by_store_data_and_config, without a third pipeline run)

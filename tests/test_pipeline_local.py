@@ -87,22 +87,35 @@ def test_two_runs_promote_then_compare_with_the_champion(tmp_path: Path) -> None
     assert card3["transfer_from"] == "digits@champion"
 
 
-def test_compress_on_registers_the_distilled_student(tmp_path: Path) -> None:
-    """compress=on distils the MLP between train and evaluate; the register step uploads the
-    student's files with the teacher's, each checksummed in the card."""
+def test_sweep_trains_each_rate_and_registers_the_best_with_its_student(tmp_path: Path) -> None:
+    """A sweep's best trial goes on; compress=on distils it between pick-best and evaluate,
+    and register uploads the student's files with the teacher's, each in the card."""
     store = f"file://{tmp_path / 'store'}"
     result = run_json(
         "--store",
         store,
         "--param",
-        "epochs=4",
+        "epochs=3",
+        "--param",
+        "sweep_learning_rates=0.0003,0.003",
         "--param",
         "compress=on",
         "--param",
         "distill_temperature=3",
         cwd=tmp_path,
     )
-    assert result["status"] == "SUCCEEDED" and result["summary"]["model_version"] == "v1"
+    trains = [s for s in result["timings"]["steps"] if s["task"] == "train"]
+    assert len(trains) == 2  # one per rate; they run concurrently on kfp.local's threads
+    assert all(s["body_seconds"] and s["body_seconds"] > 0 for s in trains)
+    assert result["summary"]["model_version"] == "v1"
+    card = registry.resolve(open_store(store), "digits", "v1").card
+    assert card["config"]["lr"] in (0.0003, 0.003)
+    # the registered model is the trial with the best validation accuracy
+    found = re.search(r"sweep: val_accuracy per trial \[([^\]]+)\]", result["progress"])
+    assert found, result["progress"][-2000:]
+    trials = [float(a) for a in found[1].split(", ")]
+    assert len(trials) == 2
+    assert card["metrics"]["val_accuracy"] == pytest.approx(max(trials), abs=5e-5)
     found = re.search(
         r"compress: student test_accuracy=([0-9.]+) \((\d+) bytes student.onnx\) vs teacher "
         r"([0-9.]+) \((\d+) bytes model.onnx\)",
@@ -123,31 +136,6 @@ def test_compress_on_registers_the_distilled_student(tmp_path: Path) -> None:
     assert info["teacher_test_accuracy"] == pytest.approx(
         result["summary"]["metrics"]["test_accuracy"], abs=1e-9
     )
-
-
-def test_sweep_trains_each_rate_and_registers_the_best(tmp_path: Path) -> None:
-    store = f"file://{tmp_path / 'store'}"
-    result = run_json(
-        "--store",
-        store,
-        "--param",
-        "epochs=3",
-        "--param",
-        "sweep_learning_rates=0.0003,0.003",
-        cwd=tmp_path,
-    )
-    trains = [s for s in result["timings"]["steps"] if s["task"] == "train"]
-    assert len(trains) == 2  # one per rate; they run concurrently on kfp.local's threads
-    assert all(s["body_seconds"] and s["body_seconds"] > 0 for s in trains)
-    assert result["summary"]["model_version"] == "v1"
-    card = registry.resolve(open_store(store), "digits", "v1").card
-    assert card["config"]["lr"] in (0.0003, 0.003)
-    # the registered model is the trial with the best validation accuracy
-    found = re.search(r"sweep: val_accuracy per trial \[([^\]]+)\]", result["progress"])
-    assert found, result["progress"][-2000:]
-    trials = [float(a) for a in found[1].split(", ")]
-    assert len(trials) == 2
-    assert card["metrics"]["val_accuracy"] == pytest.approx(max(trials), abs=5e-5)
 
 
 def test_run_on_s3_store(tmp_path: Path, s3_env: Any) -> None:
