@@ -31,6 +31,8 @@ from datawheel.orchestration.train import train_step
 from datawheel.orchestration.validate import validate_step
 from datawheel.storage import LocalStore, open_store
 from datawheel.training.export import load_exported
+from datawheel.training.onnx_export import onnx_logits, onnx_session
+from datawheel.training.variant_table import VARIANTS
 
 PENGUINS = Path(palmerpenguins.__file__).parent / "data" / "penguins.csv"  # in site-packages
 
@@ -87,10 +89,15 @@ def test_penguins_train_and_serve_raw_values(tmp_path: Path) -> None:
     tf = Transform.load(folder / "transform.json")
     import torch
 
-    with torch.inference_mode():
-        module = load_exported(folder / "model.ts")
-        encoded = torch.from_numpy(tf.encode_frame(rows[tf.features]))
-        expected = torch.softmax(module(encoded), 1).numpy()
+    # the server runs the variant the evaluate step chose (auto): compare with that very file
+    served = VARIANTS[meta["parameters"]["variant"]]
+    encoded = tf.encode_frame(rows[tf.features])
+    if served.runtime == "onnxruntime":
+        logits = torch.from_numpy(onnx_logits(onnx_session(folder / served.file), encoded))
+    else:
+        with torch.inference_mode():
+            logits = load_exported(folder / served.file)(torch.from_numpy(encoded))
+    expected = torch.softmax(logits, 1).numpy()
     np.testing.assert_allclose(answer.as_numpy("probabilities"), expected, atol=1e-5)
     labels = [v.decode() for v in answer.as_numpy("label")]
     truth = raw["species"].iloc[[0, 3, 8, 150, 300]].tolist()
