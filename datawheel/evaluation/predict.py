@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["BATCH_ROWS", "ModelOutputError", "predict_classes"]
+__all__ = ["BATCH_ROWS", "ModelOutputError", "logits_runner", "predict_classes"]
 
 BATCH_ROWS = 8192
 
@@ -39,7 +39,7 @@ def predict_classes(
     """
     import torch
 
-    run = _runner(model)
+    run = logits_runner(model)
     out = np.empty(len(x), np.int64)
     with torch.inference_mode():
         for start in range(0, len(x), batch_size):
@@ -56,18 +56,24 @@ def predict_classes(
     return out
 
 
-def _runner(model: Any) -> Callable[[np.ndarray], np.ndarray]:
-    """``rows -> logits`` (numpy) for a module, or a ``.ts`` / ``.onnx`` file's path."""
+def logits_runner(model: Any, *, threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """``rows -> logits`` (numpy) for a module, or a ``.ts`` / ``.onnx`` file's path;
+    ``threads`` > 0 caps ONNX Runtime's intra-op threads (torch's are the process's)."""
     import torch
 
     if isinstance(model, (str, Path)) and str(model).endswith(".onnx"):
         from datawheel.training.onnx_export import onnx_logits, onnx_session
 
-        session = onnx_session(model)
+        session = onnx_session(model, threads=threads)
         return lambda rows: onnx_logits(session, rows)
     if isinstance(model, (str, Path)):
         from datawheel.training.export import load_exported
 
         model = load_exported(model)
     module = model
-    return lambda rows: np.asarray(module(torch.from_numpy(rows)).numpy())
+
+    def run(rows: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return np.asarray(module(torch.from_numpy(rows)).numpy())
+
+    return run

@@ -65,25 +65,6 @@ def _size(folder: Path, file: str) -> int:
     return sum(p.stat().st_size for p in folder.glob(f"{file}*") if p.is_file())
 
 
-def _runner(path: Path, runtime: str) -> Callable[[np.ndarray], np.ndarray]:
-    if runtime == "onnxruntime":
-        from datawheel.training.onnx_export import onnx_logits, onnx_session
-
-        session = onnx_session(path, threads=1)
-        return lambda rows: onnx_logits(session, rows)
-    import torch
-
-    from datawheel.training.export import load_exported
-
-    module = load_exported(path)
-
-    def run(rows: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return np.asarray(module(torch.from_numpy(rows)).numpy())
-
-    return run
-
-
 def _latency(
     run: Callable[[np.ndarray], np.ndarray], rows: np.ndarray, calls: int
 ) -> dict[str, float]:
@@ -119,7 +100,7 @@ def measure_variants(
     order. Latency runs with one intra-op thread (torch's setting is restored after)."""
     import torch
 
-    from datawheel.evaluation.predict import predict_classes
+    from datawheel.evaluation.predict import logits_runner, predict_classes
 
     folder = Path(folder)
     threads = torch.get_num_threads()
@@ -131,7 +112,7 @@ def measure_variants(
             path = folder / file
             if not path.is_file():
                 continue
-            run = _runner(path, runtime)
+            run = logits_runner(path, threads=1)
             latency = {
                 f"batch{b}": _latency(
                     run, _batch(x_test, b), calls if b == 1 else max(20, calls // 4)
