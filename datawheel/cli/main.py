@@ -31,6 +31,7 @@ _COMMANDS = {
     "watch": "datawheel.cli.watch:watch",
     "schedule": "datawheel.cli.schedule:schedule",
     "flywheel": "datawheel.cli.flywheel:flywheel",
+    "studio": "datawheel.cli.studio:studio",
 }
 
 

@@ -1,0 +1,63 @@
+"""What every page handler gets: the config, the store, the templates, the server client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+from starlette.templating import Jinja2Templates
+
+from datawheel.storage import Store
+from datawheel.studio.config import StudioConfig
+from datawheel.studio.security import Guard
+from datawheel.studio.serve_client import ServeClient
+
+__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Studio"]
+
+_HERE = Path(__file__).parent
+TEMPLATE_DIR = _HERE / "templates"
+STATIC_DIR = _HERE / "static"
+
+#: The navigation bar: (path, title).
+NAV = (("/", "Overview"), ("/try", "Try it"), ("/review", "Review"), ("/flywheel", "Flywheel"))
+
+
+def _templates() -> Jinja2Templates:
+    """Every template autoescaped, whatever its name: data from the store renders as text."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)), autoescape=True)
+    return Jinja2Templates(env=env)
+
+
+@dataclass
+class Studio:
+    config: StudioConfig
+    store: Store
+    guard: Guard
+    client: ServeClient | None
+    templates: Jinja2Templates = field(default_factory=lambda: _templates())
+    cache: dict[str, Any] = field(default_factory=dict)  # per-process caches, by page module
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    def page(
+        self, request: Request, template: str, status_code: int = 200, **context: Any
+    ) -> HTMLResponse:
+        """``template`` rendered with what base.html needs (nav, model, csrf, login state)."""
+        base = {
+            "nav": NAV,
+            "path": request.url.path,
+            "model": self.config.model,
+            "csrf": self.guard.csrf_value(request),
+            "logged_in": self.guard.session_ok(request),
+            "serve_url": self.config.serve_url,
+        }
+        response: HTMLResponse = self.templates.TemplateResponse(
+            request, template, {**base, **context}, status_code=status_code
+        )
+        return response
