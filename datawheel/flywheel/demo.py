@@ -9,8 +9,11 @@
    prep -> train (fine-tuning the champion) -> evaluate -> register.
 5. The new champion is promoted; the running server hot-swaps to it.
 6. New thick-stroke traffic (images no model trained on): live accuracy before and after.
+7. The studio (``datawheel studio``) on the same store and server: its address and labeling
+   token are printed, and it runs until Ctrl-C. ``DEMO_STUDIO=0`` (or ``--no-studio``) ends
+   the demo after step 6 instead.
 
-    python -m datawheel.flywheel.demo [--store DIR] [--epochs N] [--label-share F]
+    python -m datawheel.flywheel.demo [--store DIR] [--epochs N] [--label-share F] [--no-studio]
 """
 
 from __future__ import annotations
@@ -142,6 +145,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--store", type=Path, default=Path(".datawheel/demo"))
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--label-share", type=float, default=0.5)
+    parser.add_argument(
+        "--no-studio",
+        action="store_true",
+        default=os.environ.get("DEMO_STUDIO", "1").strip() in ("0", "false", "no", "off"),
+        help="end after the accuracy summary instead of running the studio [$DEMO_STUDIO=0]",
+    )
     args = parser.parse_args(argv)
     root = args.store.resolve()
     if root.exists():
@@ -192,11 +201,57 @@ def main(argv: list[str] | None = None) -> int:
         _step(6, f"new thick-stroke traffic, images no model saw: {len(wave2_x)} images")
         after = send_wave(url, MODEL, wave2_x, wave2_y, label_share=0.0, seed=2)
         _say(f"live accuracy {after.accuracy:.1%} on {after.sent} predictions")
+        print_summary(store, MODEL, before, after, before_version, after_version, started)
+        code = 0 if after.accuracy > before.accuracy else 1
+        if not args.no_studio:
+            _step(7, "the studio: try the model, correct what it is least sure of, watch it")
+            _studio(store, root, url)
     finally:
         server.terminate()
         server.wait(timeout=60)
-    print_summary(store, MODEL, before, after, before_version, after_version, started)
-    return 0 if after.accuracy > before.accuracy else 1
+    return code
+
+
+def _studio(store: str, root: Path, serve_url: str) -> None:
+    """``datawheel studio`` on the demo's store and server, in the foreground until Ctrl-C."""
+    import secrets
+
+    port = int(os.environ.get("DEMO_STUDIO_PORT", "8090"))
+    token = os.environ.get("DATAWHEEL_STUDIO_TOKEN") or secrets.token_urlsafe(12)
+    cmd = [_datawheel(), "studio", "--model", MODEL, "--store", store]
+    cmd += ["--serve-url", serve_url, "--port", str(port)]
+    log = (root / "studio.log").open("a")
+    _say("$ " + " ".join(cmd) + f"  (log: {root / 'studio.log'})")
+    env = {**os.environ, "DATAWHEEL_STUDIO_TOKEN": token}
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+    address = f"http://127.0.0.1:{port}/"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(
+                    f"demo: the studio exited ({proc.returncode}); see {log.name} "
+                    "(port in use? set DEMO_STUDIO_PORT, or DEMO_STUDIO=0 to skip it)"
+                )
+            try:
+                _get(f"{address}healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit(
+                        f"demo: the studio did not start in 60 s; see {log.name}"
+                    ) from None
+                time.sleep(0.2)
+        _say(f"studio: {address}")
+        _say(f"studio: labeling token: {token}  (log in on {address}login)")
+        _say("studio: running until Ctrl-C (make demo DEMO_STUDIO=0 skips this step)")
+        proc.wait()
+    except KeyboardInterrupt:
+        _say("studio: stopped")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(timeout=30)
 
 
 if __name__ == "__main__":
