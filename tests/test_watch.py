@@ -154,7 +154,7 @@ def test_a_failed_run_is_recorded_and_frees_the_slot(tmp_path: Path) -> None:
 def test_a_launch_that_fails_gives_the_reason_back(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path / "s"), Clock()
     config = WatchConfig("digits", cooldown_s=600)
-    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "training.yaml"
+    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "flywheel.yaml"
     with kfp_api() as api:
         api.fail_runs = True
         launcher = KfpLauncher(api.url, package=lambda: package)
@@ -281,7 +281,7 @@ def test_a_live_owner_elsewhere_keeps_its_run_in_flight(tmp_path: Path) -> None:
 
 def test_kfp_runs_are_followed_through_get_run(tmp_path: Path) -> None:
     store, clock = LocalStore(tmp_path / "s"), Clock()
-    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "training.yaml"
+    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "flywheel.yaml"
     with kfp_api() as api:
         launcher = KfpLauncher(api.url, experiment="fw", package=lambda: package)
         watcher = Watcher(store, WatchConfig("digits"), launcher, observe=Signals(drift=True),
@@ -300,7 +300,7 @@ def test_kfp_runs_are_followed_through_get_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("state", ["FAILED", "CANCELED"])
 def test_kfp_runs_that_end_badly_are_failed(tmp_path: Path, state: str) -> None:
-    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "training.yaml"
+    package = Path(__file__).resolve().parent.parent / "pipelines" / "compiled" / "flywheel.yaml"
     with kfp_api() as api:
         launcher = KfpLauncher(api.url, package=lambda: package)
         handle = launcher.start({"epochs": 1}, "r")
