@@ -22,7 +22,7 @@ _S3_KEYS = {
 }
 _SETTINGS_KEYS = {"DATAWHEEL_S3_ENDPOINT": "DATAWHEEL_S3_ENDPOINT"}
 # Platform-only (kfp.local would apply a plain container env var on this machine too):
-# the settings ConfigMap says DATAWHEEL_CHECKPOINT_DIR=/mnt/checkpoints, where the PVC is.
+# the settings ConfigMap says DATAWHEEL_CHECKPOINT_DIR=store (checkpoints in the run's store).
 _TRAIN_SETTINGS_KEYS = {**_SETTINGS_KEYS, "DATAWHEEL_CHECKPOINT_DIR": "DATAWHEEL_CHECKPOINT_DIR"}
 
 
@@ -53,6 +53,8 @@ def on_cluster(task: PipelineTask, step: str, platform: Platform = PLATFORM) -> 
             value=gpu.toleration_value,
             effect=gpu.toleration_effect,
         )
-        # checkpoints survive the pod: a retried train step resumes from the last epoch
-        kubernetes.mount_pvc(task, platform.checkpoint_pvc, CHECKPOINT_MOUNT)
+        # checkpoints survive the pod: a retried train step resumes from the last epoch. They
+        # go to the store (DATAWHEEL_CHECKPOINT_DIR=store); a volume only when one is named.
+        if platform.checkpoint_pvc:
+            kubernetes.mount_pvc(task, platform.checkpoint_pvc, CHECKPOINT_MOUNT)
     return task

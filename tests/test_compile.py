@@ -239,23 +239,46 @@ def test_store_credentials_come_from_a_secret_never_a_literal(pipeline: str) -> 
 
 
 @pytest.mark.parametrize("pipeline", PIPELINE_NAMES)
-def test_checkpoints_live_on_a_volume_so_a_retried_train_resumes(pipeline: str) -> None:
-    from datawheel.orchestration.cluster import CHECKPOINT_MOUNT
-
+def test_checkpoints_go_to_the_store_so_parallel_trials_share_no_volume(pipeline: str) -> None:
+    """A sweep's train pods run in parallel on several GPU nodes: a ReadWriteOnce PVC they all
+    mounted would leave all but the first hanging on Multi-Attach. They mount none; the
+    ConfigMap points them at the run's store (each trial under its own fingerprint)."""
     _, k8s = _executors(pipeline)
     train = k8s["exec-train"]
-    assert train["pvcMount"] == [
-        {
-            "constant": "datawheel-checkpoints",
-            "mountPath": CHECKPOINT_MOUNT,
-            "pvcNameParameter": {"runtimeValue": {"constant": "datawheel-checkpoints"}},
-        }
-    ]
+    assert "pvcMount" not in train
     keys = {k["envVar"]: k["configMapKey"] for k in train["configMapAsEnv"][0]["keyToEnv"]}
     assert keys["DATAWHEEL_CHECKPOINT_DIR"] == "DATAWHEEL_CHECKPOINT_DIR"
-    # the settings ConfigMap in manifests/ points the train step at that mount
     config = yaml.safe_load((ROOT / "manifests/base/configmap.yaml").read_text())
-    assert config["data"]["DATAWHEEL_CHECKPOINT_DIR"] == CHECKPOINT_MOUNT
+    assert config["data"]["DATAWHEEL_CHECKPOINT_DIR"] == "store"
+
+
+def test_a_named_checkpoint_volume_is_still_mounted(tmp_path: Path) -> None:
+    from kfp import dsl
+
+    from datawheel.orchestration.cluster import CHECKPOINT_MOUNT, Platform
+    from datawheel.pipelines.platform import on_cluster
+
+    platform = Platform.from_env({"DATAWHEEL_CHECKPOINT_PVC": "rwx-ckpt"})
+    assert Platform.from_env({}).checkpoint_pvc == ""
+
+    def step():  # type: ignore[no-untyped-def]  # kfp reads annotations; none here
+        pass
+
+    step = dsl.component(step)
+
+    def p():  # type: ignore[no-untyped-def]
+        on_cluster(step(), "train", platform)
+
+    p = dsl.pipeline(p)
+
+    from kfp.compiler import Compiler
+
+    out = tmp_path / "pvc-pipeline.yaml"
+    Compiler().compile(p, str(out))
+    docs = list(yaml.safe_load_all(out.read_text()))
+    (executor,) = docs[1]["platforms"]["kubernetes"]["deploymentSpec"]["executors"].values()
+    assert executor["pvcMount"][0]["mountPath"] == CHECKPOINT_MOUNT
+    assert executor["pvcMount"][0]["constant"] == "rwx-ckpt"
 
 
 @pytest.mark.parametrize("pipeline", PIPELINE_NAMES)

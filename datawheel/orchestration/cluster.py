@@ -11,8 +11,16 @@ DATAWHEEL_GPU_NODE_SELECTOR        ``key=value`` the train pod's node must carry
 DATAWHEEL_GPU_TOLERATION           ``key[=value]:Effect`` tolerated by the train pod
 DATAWHEEL_S3_SECRET                Secret with AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY
 DATAWHEEL_SETTINGS_CONFIGMAP       ConfigMap with DATAWHEEL_S3_ENDPOINT
-DATAWHEEL_CHECKPOINT_PVC           PVC mounted at /mnt/checkpoints on the train step
+DATAWHEEL_CHECKPOINT_PVC           a PVC to mount at /mnt/checkpoints on the train step
+                                   (none by default: checkpoints go to the store)
 =================================  ========================================================
+
+Checkpoints: the settings ConfigMap says ``DATAWHEEL_CHECKPOINT_DIR=store``, so each train
+pod checkpoints into the run's own store (:mod:`datawheel.orchestration.checkpoint_store`):
+the parallel trials of a sweep never share a ReadWriteOnce volume (a pod on a second GPU
+node would hang on Multi-Attach), and a profile namespace needs no PVC. A PVC named by
+``DATAWHEEL_CHECKPOINT_PVC`` must be ReadWriteMany for a sweep; then set
+``DATAWHEEL_CHECKPOINT_DIR=/mnt/checkpoints`` in the ConfigMap.
 """
 
 from __future__ import annotations
@@ -93,7 +101,7 @@ class Platform:
     gpu: GpuPlacement = field(default_factory=GpuPlacement)
     s3_secret: str = "datawheel-s3"
     settings_configmap: str = "datawheel-settings"
-    checkpoint_pvc: str = "datawheel-checkpoints"
+    checkpoint_pvc: str = ""  # none: checkpoints go to the store
     retries: int = 3
     retry_backoff: str = "30s"
     retry_backoff_factor: float = 2.0
@@ -149,6 +157,5 @@ class Platform:
                 "DATAWHEEL_SETTINGS_CONFIGMAP", default.settings_configmap
             ).strip()
             or default.settings_configmap,
-            checkpoint_pvc=environ.get("DATAWHEEL_CHECKPOINT_PVC", default.checkpoint_pvc).strip()
-            or default.checkpoint_pvc,
+            checkpoint_pvc=environ.get("DATAWHEEL_CHECKPOINT_PVC", default.checkpoint_pvc).strip(),
         )

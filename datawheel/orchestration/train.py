@@ -18,6 +18,7 @@ import numpy as np
 
 from datawheel import registry
 from datawheel.errors import DatawheelError
+from datawheel.orchestration.checkpoint_store import StoreCheckpoints, is_store_target
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 from datawheel.storage.files import sha256_bytes, sha256_file
@@ -56,14 +57,32 @@ def _store_key(store: str) -> str:
     return f"{endpoint} {uri.rstrip('/')}"
 
 
+def _checkpoint_base(root: str) -> str:
+    return root or os.environ.get(CHECKPOINT_ENV) or str(Path.home() / ".cache/datawheel/ckpt")
+
+
 def checkpoint_dir_for(
     splits_dir: str, config: dict[str, Any], root: str = "", store: str = ""
 ) -> Path:
     """Where a training step keeps its per-epoch checkpoint, stable across re-runs of the
     same data (split and transform), config and store; a run for another store or dataset
-    never resumes this one's checkpoint."""
-    base = root or os.environ.get(CHECKPOINT_ENV) or str(Path.home() / ".cache/datawheel/ckpt")
-    return Path(base) / _fingerprint(splits_dir, config, store)
+    never resumes this one's checkpoint. (For a store target, see :func:`_store_mirror`.)"""
+    return Path(_checkpoint_base(root)) / _fingerprint(splits_dir, config, store)
+
+
+def _store_mirror(
+    splits_dir: str, config: dict[str, Any], root: str, store: str, local: Path
+) -> StoreCheckpoints | None:
+    """With ``DATAWHEEL_CHECKPOINT_DIR=store`` (the run's store) or a store URI: the mirror
+    of this run's checkpoint there, already pulled into ``local``. None for a folder."""
+    base = _checkpoint_base(root)
+    if not is_store_target(base):
+        return None
+    target = open_store(store or None) if base == "store" else open_store(base)
+    prefix = f"checkpoints/{_fingerprint(splits_dir, config, store)}"
+    mirror = StoreCheckpoints(target, prefix, log=log)
+    mirror.pull(local)
+    return mirror
 
 
 @pipeline_step
@@ -91,7 +110,7 @@ def train_step(
     """
     from datawheel.data.split import load_splits
     from datawheel.training.export import export_model
-    from datawheel.training.loop import TrainConfig, fit
+    from datawheel.training.loop import TrainConfig
 
     config = TrainConfig(
         model_kind=model_kind, epochs=epochs, batch_size=batch_size, lr=learning_rate, seed=seed
@@ -104,26 +123,15 @@ def train_step(
     warm_from = ""
     if warm_start_from and init_state is None:
         init_state, warm_from = _warm_state(store, warm_start_from, config, splits)
-    ckpt = checkpoint_dir_for(
-        splits_dir,
-        {**vars(config), "transfer_from": transfer_from, "warm_start_from": warm_from},
-        checkpoint_root,
-        store,
-    )
-    result = fit(
-        tf.apply(splits.x_train),
-        splits.y_train,
-        tf.apply(splits.x_val),
-        splits.y_val,
-        n_classes=len(tf.classes),
-        image_shape=image_shape,  # type: ignore[arg-type]
-        config=config,
-        checkpoint_dir=ckpt,
-        init_state=init_state,
-        freeze=bool(transfer_from),
-        log=log,
-        categorical=tf.cardinalities(),
-    )
+    fit_config = {**vars(config), "transfer_from": transfer_from, "warm_start_from": warm_from}
+    scratch = tempfile.TemporaryDirectory(prefix="datawheel-ckpt-")
+    if is_store_target(_checkpoint_base(checkpoint_root)):
+        ckpt = Path(scratch.name)
+        mirror = _store_mirror(splits_dir, fit_config, checkpoint_root, store, ckpt)
+    else:
+        ckpt, mirror = checkpoint_dir_for(splits_dir, fit_config, checkpoint_root, store), None
+    with scratch:
+        result = _fit(splits, tf, image_shape, config, ckpt, init_state, transfer_from, mirror)
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     exported = export_model(
@@ -148,6 +156,39 @@ def train_step(
     for name, value in result.metrics.items():
         metrics.log_metric(name, float(value))
     return {k: float(v) for k, v in result.metrics.items()}
+
+
+def _fit(
+    splits: Splits,
+    tf: Any,
+    image_shape: Any,
+    config: Any,
+    ckpt: Path,
+    init_state: dict[str, Any] | None,
+    transfer_from: str,
+    mirror: StoreCheckpoints | None,
+) -> Any:
+    """The training loop on the splits, checkpointing into ``ckpt`` (and ``mirror``)."""
+    from datawheel.training.loop import fit
+
+    result = fit(
+        tf.apply(splits.x_train),
+        splits.y_train,
+        tf.apply(splits.x_val),
+        splits.y_val,
+        n_classes=len(tf.classes),
+        image_shape=image_shape,
+        config=config,
+        checkpoint_dir=ckpt,
+        init_state=init_state,
+        freeze=bool(transfer_from),
+        log=log,
+        categorical=tf.cardinalities(),
+        on_checkpoint=None if mirror is None else mirror.push,
+    )
+    if mirror is not None:
+        mirror.push(ckpt / "last.pt", final=True)
+    return result
 
 
 def _write_drift_reference(splits: Splits, out: Path) -> None:

@@ -211,8 +211,12 @@ def fit(
     freeze: bool = False,
     log: Callable[[str], None] = print,
     categorical: dict[int, int] | None = None,
+    on_checkpoint: Callable[[Path], None] | None = None,
 ) -> FitResult:
-    """Train a classifier on normalized rows; resume from ``checkpoint_dir/last.pt`` if it fits."""
+    """Train a classifier on normalized rows; resume from ``checkpoint_dir/last.pt`` if it fits.
+
+    ``on_checkpoint(path)`` is called after each epoch's checkpoint is written (the train
+    step mirrors it to a store with it)."""
     config.validate()
     _check_data(X_train, y_train, X_val, y_val, n_classes)
     device = pick_device()
@@ -275,6 +279,8 @@ def fit(
                 run.record(model, entry, config.patience)
                 if path is not None:
                     ckpt.save(path, fingerprint, run, model, optimizer, device)
+                    if on_checkpoint is not None:
+                        on_checkpoint(path)
                 log(
                     f"epoch {epoch}/{config.epochs} train_loss={loss:.3f} val_loss={val_loss:.3f} "
                     f"val_acc={val_acc:.3f} samples/s={rate:.0f} ({seconds:.1f}s)"
