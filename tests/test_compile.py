@@ -253,10 +253,10 @@ def test_checkpoints_go_to_the_store_so_parallel_trials_share_no_volume(pipeline
 
 
 def test_a_named_checkpoint_volume_is_still_mounted(tmp_path: Path) -> None:
+    from datawheel.pipelines.platform import on_cluster
     from kfp import dsl
 
     from datawheel.orchestration.cluster import CHECKPOINT_MOUNT, Platform
-    from datawheel.pipelines.platform import on_cluster
 
     platform = Platform.from_env({"DATAWHEEL_CHECKPOINT_PVC": "rwx-ckpt"})
     assert Platform.from_env({}).checkpoint_pvc == ""
