@@ -31,6 +31,7 @@ from datawheel.storage import Store, StoreError, open_store
 from datawheel.studio import pages_flywheel, pages_review, pages_try
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.context import STATIC_DIR, Studio
+from datawheel.studio.review_queue import remember_label
 from datawheel.studio.security import Guard, SecurityMiddleware, safe_next
 from datawheel.studio.serve_client import ServeClient
 
@@ -141,6 +142,7 @@ def create_app(config: StudioConfig, *, store: Store | None = None) -> Starlette
             answer = await label_row(studio, pid, str(given))
         else:
             answer = await run_in_threadpool(studio.client.feedback, pid, str(given))
+            remember_label(studio, pid, str(given))  # it leaves the review queue now
         return JSONResponse(answer)
 
     async def healthz(request: Request) -> Response:

@@ -1,0 +1,235 @@
+"""The label-issue queue: rows of the current dataset whose given label is likely wrong.
+
+The current dataset is the latest committed version of the dataset the champion's card
+names (the newest version's card while nothing is champion), the version the next harvest
+builds on. Its rows get out-of-sample class probabilities from 5-fold cross-validation
+(``cross_val_predict`` of a logistic regression on the features: numbers imputed with the
+column mean and standardized, categories one-hot), and cleanlab's ``find_label_issues``
+(Apache-2.0) picks the rows whose label disagrees with them, ranked by self-confidence
+(the probability the model gives the row's own label), lowest first. That takes a couple
+of seconds on digits and is done once per dataset version (kept in ``studio.cache``).
+
+A row leaves the queue once somebody has looked at it: this studio sent a label for it, or
+the ledger holds a labelled prediction whose inputs equal the row's features (compared by
+content, as the harvest's merge compares them, after the harvest's own mapping of each
+serving version's inputs onto the dataset's features).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from datawheel import registry
+from datawheel.data import versions as ds
+from datawheel.data.categorical import encode_frame
+from datawheel.errors import DatawheelError
+from datawheel.flywheel.ledger_join import join_predictions, read_labels
+from datawheel.flywheel.merge import content_keys
+from datawheel.flywheel.rows import production_rows
+from datawheel.storage import Store
+from datawheel.studio.context import Studio
+from datawheel.studio.review_queue import sent_ids
+
+__all__ = [
+    "Issues",
+    "current_dataset",
+    "dataset_vocab",
+    "find_issues",
+    "issue_page",
+    "model_matrix",
+    "row_id",
+]
+
+_FOLDS = 5
+_LOCK = threading.Lock()  # one cross-validation at a time per process
+
+
+@dataclass(frozen=True)
+class Issues:
+    """The likely label errors of one dataset version, most likely first."""
+
+    order: np.ndarray  # row indices, ranked by self-confidence (lowest first)
+    quality: np.ndarray  # per row of the dataset: the probability of its given label
+    pred_probs: np.ndarray  # [rows, classes] out-of-sample probabilities
+    seconds: float  # how long finding them took
+    note: str = ""  # why there are none, when cross-validation could not run
+
+
+def row_id(dv: ds.DatasetVersion, index: int) -> str:
+    return f"row:{dv.name}:{dv.version}:{index}"
+
+
+def current_dataset(store: Store, model: str) -> ds.DatasetVersion:
+    """The latest committed version of the dataset the model's champion was trained on."""
+    try:
+        mv = registry.resolve(store, model, "champion")
+    except DatawheelError:
+        versions = registry.list_versions(store, model)
+        if not versions:
+            raise
+        mv = versions[-1]
+    name = mv.card.get("dataset")
+    if not isinstance(name, str) or not name:
+        raise DatawheelError(
+            f"the card of {mv.name}:{mv.version} names no dataset",
+            "register the model through the training pipeline, which records its dataset",
+        )
+    return ds.get_version(store, name)
+
+
+def dataset_vocab(dv: ds.DatasetVersion) -> dict[str, list[str]]:
+    """Every category of each categorical feature, from the manifest (as the harvest has it)."""
+    stats = dv.manifest.get("stats", {})
+    return {
+        f: [str(c) for c in stats[f].get("categories", {})]
+        for f in dv.features
+        if stats.get(f, {}).get("kind") == "categorical"
+    }
+
+
+def model_matrix(
+    frame: pd.DataFrame, features: list[str], vocab: dict[str, list[str]]
+) -> np.ndarray:
+    """What the cross-validated model sees: numbers standardized (NaN -> the column mean),
+    each categorical feature one-hot over its codes (0: missing or other)."""
+    coded = encode_frame(frame, features, vocab).astype(np.float64)
+    blocks = []
+    for j, f in enumerate(features):
+        col = coded[:, j]
+        if f in vocab:
+            codes = np.nan_to_num(col, nan=0.0).astype(np.int64)
+            blocks.append(np.eye(len(vocab[f]) + 1)[np.clip(codes, 0, len(vocab[f]))])
+            continue
+        with np.errstate(all="ignore"):
+            mean = np.nanmean(col) if np.isfinite(col).any() else 0.0
+        col = np.where(np.isfinite(col), col, mean)
+        std = col.std()
+        blocks.append(((col - mean) / (std if std > 1e-12 else 1.0))[:, None])
+    return np.hstack(blocks) if blocks else np.zeros((len(frame), 0))
+
+
+def find_issues(x: np.ndarray, labels: np.ndarray, n_classes: int, seed: int = 0) -> Issues:
+    """cleanlab's label issues of (``x``, ``labels`` as class indices) on 5-fold
+    cross-validated probabilities."""
+    from cleanlab.filter import find_label_issues
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    start = time.perf_counter()
+    counts = np.bincount(labels, minlength=n_classes)
+    folds = min(_FOLDS, int(counts[counts > 0].min()) if len(labels) else 0)
+    empty = np.zeros(0, np.int64)
+    if folds < 2 or (counts > 0).sum() < 2:
+        note = "too few rows per class to cross-validate (every class needs at least 2 rows)"
+        return Issues(empty, np.ones(len(labels)), np.zeros((len(labels), n_classes)), 0.0, note)
+    cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+    model = LogisticRegression(max_iter=500)
+    found = cross_val_predict(model, x, labels, cv=cv, method="predict_proba")
+    probs = np.zeros((len(labels), n_classes))
+    probs[:, np.flatnonzero(counts > 0)] = found  # classes without rows get probability 0
+    order = find_label_issues(labels, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
+    quality = probs[np.arange(len(labels)), labels]
+    return Issues(np.asarray(order, np.int64), quality, probs, time.perf_counter() - start)
+
+
+def _issues(studio: Studio, dv: ds.DatasetVersion) -> tuple[pd.DataFrame, Issues]:
+    """The dataset's frame and its issues, computed once per version."""
+    cache: dict[str, tuple[pd.DataFrame, Issues]] = studio.cache.setdefault("label_issues", {})
+    key = f"{dv.name}@{dv.version}"
+    with _LOCK:
+        if key not in cache:
+            frame = ds.read_frame(studio.store, dv)
+            index = {c: i for i, c in enumerate(dv.classes)}
+            given = frame[dv.label].astype(str).map(index)
+            known = given.notna().to_numpy()
+            labels = given.fillna(0).to_numpy(np.int64)
+            x = model_matrix(frame, dv.features, dataset_vocab(dv))
+            found = find_issues(x[known], labels[known], len(dv.classes))
+            rows = np.flatnonzero(known)  # back to row indices of the whole frame
+            quality = np.ones(len(frame))
+            quality[rows] = found.quality
+            probs = np.zeros((len(frame), len(dv.classes)))
+            probs[rows] = found.pred_probs
+            cache[key] = (
+                frame,
+                Issues(rows[found.order], quality, probs, found.seconds, found.note),
+            )
+        return cache[key]
+
+
+def _seen_keys(studio: Studio, dv: ds.DatasetVersion) -> set[bytes]:
+    """Content keys (dataset feature order) of every labelled prediction in the ledger;
+    cached until the ledger's listing changes."""
+    store, model = studio.store, studio.model
+    listing = tuple(store.list(f"ledger/feedback/model={model}")) + tuple(
+        store.list(f"ledger/predictions/model={model}")
+    )
+    cached = studio.cache.get("label_issues_seen")
+    if cached is not None and cached[0] == (dv.version, listing):
+        keys: set[bytes] = cached[1]
+        return keys
+    labels = read_labels(store, model, None, time.time() + 60.0)
+    joined = join_predictions(store, model, labels, time.time() + 60.0)
+    vocab = {f: list(c) for f, c in dataset_vocab(dv).items()}
+    rows = production_rows(store, model, joined, dv.features, dv.classes, vocab)
+    keys = {bytes(k) for k in content_keys(rows.x)} if len(rows) else set()
+    studio.cache["label_issues_seen"] = ((dv.version, listing), keys)
+    return keys
+
+
+def issue_page(studio: Studio, limit: int, offset: int) -> dict[str, Any]:
+    """One page of the label-issue queue of the model's current dataset."""
+    dv = current_dataset(studio.store, studio.model)
+    frame, issues = _issues(studio, dv)
+    order = issues.order
+    sent = sent_ids(studio)
+    if sent:
+        order = order[[row_id(dv, int(i)) not in sent for i in order]]
+    seen = _seen_keys(studio, dv)
+    if seen and len(order):
+        x = encode_frame(frame.iloc[order], dv.features, dataset_vocab(dv))
+        order = order[[bytes(k) not in seen for k in content_keys(x)]]
+    picked = order[offset : offset + limit]
+    items = []
+    for i in picked.tolist():
+        probs = issues.pred_probs[i]
+        row = frame.iloc[i]
+        items.append(
+            {
+                "id": row_id(dv, i),
+                "index": i,
+                "version": f"{dv.name}@{dv.version}",
+                "inputs": [_value(row[f]) for f in dv.features],
+                "given": str(row[dv.label]),
+                "predicted": dv.classes[int(np.argmax(probs))],
+                "probabilities": [float(p) for p in probs],
+                "classes": dv.classes,
+                "confidence": float(probs.max()),
+                "quality": float(issues.quality[i]),
+                "score": float(issues.quality[i]),
+            }
+        )
+    return {
+        "items": items,
+        "total": len(order),
+        "dataset": {"name": dv.name, "version": dv.version, "rows": len(frame)},
+        "found": len(issues.order),
+        "seconds": round(issues.seconds, 3),
+        "note": issues.note,
+    }
+
+
+def _value(v: Any) -> Any:
+    """A cell as JSON: a number (None for NaN) or text (None when missing)."""
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+        return None if isinstance(v, float) and v != v else v
+    return v if isinstance(v, int | float | str | bool) else str(v)

@@ -1,0 +1,271 @@
+"""The uncertainty queue: the model's predictions that nobody has labelled yet, least sure first.
+
+Ranked by the **margin** between the two highest probabilities (smallest first) or by the
+**entropy** of the probabilities (highest first); ties go to the newest prediction.
+A prediction leaves the queue once it has a label: a feedback row in the ledger, or a
+label this studio has just sent (:func:`remember_label`), which the server's ledger only
+uploads a few seconds later.
+
+Fast on a large ledger: every prediction segment is read once (the ledger's schema, as
+:func:`~datawheel.serving.ledger.reader.read_ledger` reads it) and kept parsed in
+``studio.cache``, its scores computed with numpy over the whole probabilities column;
+a request lists the segments, parses only new ones, masks the labelled ids and slices one
+page out of the cached ranking. Segments are immutable (a WAL uploaded again rewrites its
+own segment with the same rows), so a key seen before never needs reading again.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from datawheel.flywheel.rows import served_version
+from datawheel.serving.ledger.records import SCHEMAS
+from datawheel.serving.ledger.segments import segment_prefix, with_added_columns
+from datawheel.storage import KeyNotFoundError, Store
+from datawheel.studio.context import Studio
+
+__all__ = [
+    "BY",
+    "LedgerView",
+    "labeled_today",
+    "ledger_view",
+    "margin_entropy",
+    "remember_label",
+    "sent_ids",
+    "uncertain_page",
+    "version_classes",
+]
+
+BY = ("margin", "entropy")
+_DAY_S = 86400.0
+_SENT_KEEP_S = 3600.0  # how long a label this studio sent is remembered (the ledger has it by then)
+_PRED_COLS = ["id", "ts", "version", "inputs", "label", "probabilities", "variant"]
+
+
+def margin_entropy(probs: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per row of a list<double> column: (top-1 minus top-2, entropy in nats, top-1).
+
+    Rows of different lengths are padded with zeros, which change neither figure; a row
+    with one probability has margin 1; NaN counts as 0."""
+    probs = probs.combine_chunks() if isinstance(probs, pa.ChunkedArray) else probs
+    n = len(probs)
+    lengths = pc.fill_null(pc.list_value_length(probs), 0).to_numpy(zero_copy_only=False)
+    width = int(lengths.max()) if n else 0
+    p = np.zeros((n, max(width, 2)), np.float64)
+    if n and width:
+        flat = pc.list_flatten(probs).to_numpy(zero_copy_only=False).astype(np.float64)
+        rows = np.repeat(np.arange(n), lengths)
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        cols = np.arange(len(flat)) - np.repeat(starts, lengths)
+        p[rows, cols] = np.nan_to_num(flat, nan=0.0)
+    top2 = -np.partition(-p, 1, axis=1)[:, :2]
+    margin = np.where(lengths > 1, top2[:, 0] - top2[:, 1], 1.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        entropy = -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=1)
+    return margin, entropy, top2[:, 0]
+
+
+@dataclass
+class _Part:
+    """One parsed prediction segment."""
+
+    table: pa.Table  # _PRED_COLS
+    ids: np.ndarray
+    ts: np.ndarray
+    margin: np.ndarray
+    entropy: np.ndarray
+    confidence: np.ndarray
+
+
+@dataclass
+class LedgerView:
+    """Every prediction and feedback segment of one model read so far, parsed."""
+
+    model: str
+    parts: dict[str, _Part] = field(default_factory=dict)
+    feedback: dict[str, pd.DataFrame] = field(default_factory=dict)  # key -> id, ts
+    combined: tuple[tuple[str, ...], dict[str, Any]] | None = None
+    ranked: dict[tuple[tuple[str, ...], str], np.ndarray] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def refresh(self, store: Store) -> tuple[dict[str, Any], pd.DataFrame]:
+        """(all predictions, concatenated; every feedback row id + ts), reading new segments."""
+        with self.lock:
+            keys = _segments(store, "predictions", self.model)
+            for key in keys:
+                if key not in self.parts and (part := _read_part(store, key)) is not None:
+                    self.parts[key] = part
+            for key in set(self.parts) - set(keys):
+                del self.parts[key]
+            fb_keys = _segments(store, "feedback", self.model)
+            for key in fb_keys:
+                if key not in self.feedback and (fb := _read_feedback(store, key)) is not None:
+                    self.feedback[key] = fb
+            for key in set(self.feedback) - set(fb_keys):
+                del self.feedback[key]
+            listing = tuple(k for k in keys if k in self.parts)
+            if self.combined is None or self.combined[0] != listing:
+                self.combined = (listing, _combine([self.parts[k] for k in listing]))
+                self.ranked = {}
+            frames = [self.feedback[k] for k in fb_keys if k in self.feedback]
+            feedback = pd.concat(frames) if frames else pd.DataFrame({"id": [], "ts": []})
+            return self.combined[1], feedback
+
+    def ranking(self, by: str) -> np.ndarray:
+        """Row positions of the combined predictions, most uncertain first (duplicates out)."""
+        assert self.combined is not None
+        listing, rows = self.combined
+        if (listing, by) not in self.ranked:
+            age = -rows["ts"]
+            score = rows["margin"] if by == "margin" else -rows["entropy"]
+            order = np.lexsort((age, score))
+            self.ranked[(listing, by)] = order[~rows["duplicate"][order]]
+        return self.ranked[(listing, by)]
+
+
+def _segments(store: Store, kind: str, model: str) -> list[str]:
+    return [k for k in store.list(segment_prefix(kind, model)) if k.endswith(".parquet")]
+
+
+def _read_table(store: Store, key: str, kind: str, columns: list[str]) -> pa.Table | None:
+    try:
+        data = store.get_bytes(key)
+        table = pq.read_table(pa.BufferReader(data), schema=SCHEMAS[kind])
+    except KeyNotFoundError:
+        return None
+    except (pa.ArrowException, OSError, ValueError):
+        return None  # an unreadable segment: the harvest names it; the queue does without
+    return with_added_columns(kind, table).select(columns)
+
+
+def _read_part(store: Store, key: str) -> _Part | None:
+    table = _read_table(store, key, "predictions", _PRED_COLS)
+    if table is None:
+        return None
+    margin, entropy, confidence = margin_entropy(table.column("probabilities"))
+    ids = table.column("id").to_numpy(zero_copy_only=False).astype(object)
+    ts = table.column("ts").to_numpy(zero_copy_only=False).astype(np.float64)
+    return _Part(table, ids, ts, margin, entropy, confidence)
+
+
+def _read_feedback(store: Store, key: str) -> pd.DataFrame | None:
+    table = _read_table(store, key, "feedback", ["id", "ts"])
+    return None if table is None else table.to_pandas()
+
+
+def _combine(parts: list[_Part]) -> dict[str, Any]:
+    if not parts:
+        empty = np.zeros(0, np.float64)
+        return {
+            "table": SCHEMAS["predictions"].empty_table().select(_PRED_COLS),
+            "ids": np.zeros(0, object),
+            "duplicate": np.zeros(0, np.bool_),
+            **{name: empty for name in ("ts", "margin", "entropy", "confidence")},
+        }
+    ids = np.concatenate([p.ids for p in parts])
+    return {
+        "table": pa.concat_tables([p.table for p in parts]),
+        "ids": ids,
+        "duplicate": pd.Series(ids, dtype=object).duplicated().to_numpy(),
+        **{
+            name: np.concatenate([getattr(p, name) for p in parts])
+            for name in ("ts", "margin", "entropy", "confidence")
+        },
+    }
+
+
+def ledger_view(studio: Studio) -> LedgerView:
+    """This studio's parsed view of its model's ledger (made on first use)."""
+    view = studio.cache.get("review_ledger")
+    if not isinstance(view, LedgerView) or view.model != studio.model:
+        view = studio.cache["review_ledger"] = LedgerView(studio.model)
+    return view
+
+
+def _sent(studio: Studio) -> dict[str, tuple[float, str]]:
+    sent: dict[str, tuple[float, str]] = studio.cache.setdefault("labels_sent", {})
+    return sent
+
+
+def remember_label(studio: Studio, item_id: str, label: str) -> None:
+    """Note that this studio has just labelled ``item_id`` (a prediction id or a row id):
+    it leaves its queue now, not when the server's ledger uploads the label."""
+    sent = _sent(studio)
+    now = time.time()
+    if len(sent) > 10_000:
+        for key in [k for k, (ts, _) in sent.items() if now - ts > _SENT_KEEP_S]:
+            del sent[key]
+    sent[item_id] = (now, label)
+
+
+def sent_ids(studio: Studio) -> set[str]:
+    now = time.time()
+    return {k for k, (ts, _) in _sent(studio).items() if now - ts <= _SENT_KEEP_S}
+
+
+def labeled_today(studio: Studio, feedback: pd.DataFrame, now: float | None = None) -> int:
+    """Distinct predictions labelled today (UTC): feedback rows with ``ts`` today, plus the
+    labels this studio sent today that the ledger does not hold yet."""
+    now = time.time() if now is None else now
+    start = np.floor(now / _DAY_S) * _DAY_S
+    ts = feedback["ts"].to_numpy(dtype=np.float64)
+    ids = set(feedback["id"].to_numpy(dtype=object)[(ts >= start) & (ts < start + _DAY_S)])
+    ids |= {k for k, (t, _) in _sent(studio).items() if t >= start and not k.startswith("row:")}
+    return len(ids)
+
+
+def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str, Any]:
+    """One page of the uncertainty queue, with the queue's size and today's label count."""
+    view = ledger_view(studio)
+    rows, feedback = view.refresh(studio.store)
+    ranked = view.ranking(by)
+    done = set(feedback["id"]) | sent_ids(studio)
+    if done:
+        ranked = ranked[~pd.Series(rows["ids"][ranked], dtype=object).isin(done).to_numpy()]
+    picked = ranked[offset : offset + limit]
+    table: pa.Table = rows["table"].take(pa.array(picked, pa.int64()))
+    score = rows["margin"] if by == "margin" else rows["entropy"]
+    items = []
+    for i, rec in zip(picked.tolist(), table.to_pylist(), strict=True):
+        items.append(
+            {
+                "id": rec["id"],
+                "ts": rec["ts"],
+                "version": rec["version"],
+                "variant": rec["variant"],
+                "inputs": _finite(rec["inputs"] or []),
+                "predicted": rec["label"],
+                "probabilities": _finite(rec["probabilities"] or []),
+                "classes": version_classes(studio, str(rec["version"])),
+                "confidence": float(rows["confidence"][i]),
+                "score": float(score[i]),
+            }
+        )
+    return {
+        "items": items,
+        "total": len(ranked),
+        "labeled_today": labeled_today(studio, feedback),
+    }
+
+
+def version_classes(studio: Studio, version: str) -> list[str] | None:
+    """The class names of ``model:version`` (its registered transform), cached; None if the
+    registry does not have them."""
+    known: dict[str, list[str] | None] = studio.cache.setdefault("version_classes", {})
+    if version not in known:
+        known[version] = served_version(studio.store, studio.model, version).classes
+    return known[version]
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """JSON has no NaN: a missing value is null."""
+    return [v if v == v and v not in (float("inf"), float("-inf")) else None for v in values]
