@@ -65,13 +65,34 @@ def _overview(studio: Studio) -> dict[str, Any]:
             title=f"Predicted classes of all stored predictions of {model}",
             value_format=lambda v: f"{v:.0f}",
         )
+    trained_on = fv.section(lambda: _dataset_of(studio, champion))
     return {
         "models": models,
         "champion": champion,
+        "trained_on": trained_on.items[0] if trained_on.items else None,
         "counts": counts.items[0] if counts.items else None,
         "counts_error": counts.error,
         "predicted_chart": chart,
     }
+
+
+def _dataset_of(studio: Studio, champion: fv.ModelRow | None) -> list[dict[str, Any]]:
+    """The champion's dataset version: its features (the first few), label and classes."""
+    from datawheel.data import versions as ds
+
+    if champion is None or not champion.dataset or not champion.dataset_version:
+        return []
+    dv = ds.get_version(studio.store, champion.dataset, champion.dataset_version)
+    return [
+        {
+            "features": dv.features[:8],
+            "feature_count": len(dv.features),
+            "label": dv.label,
+            "classes": dv.classes[:12],
+            "class_count": len(dv.classes),
+            "rows": int(dv.manifest.get("rows") or 0),
+        }
+    ]
 
 
 def _predicted_classes(studio: Studio) -> list[tuple[str, float]]:
