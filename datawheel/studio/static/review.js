@@ -205,6 +205,7 @@
   function renderItem(item, current) {
     const box = el("article", "review-item" + (current ? " current" : ""));
     box.dataset.id = item.id;
+    box.dataset.predicted = item.predicted;
     const input = el("div", "input");
     const values = item.inputs || [];
     if (state.input.kind === "image") input.appendChild(drawImage(values, state.input.shape));
@@ -216,7 +217,7 @@
     side.appendChild(probabilityBars(item));
     const buttons = el("div", "label-buttons");
     for (const [cls, key] of Object.entries(state.keys)) {
-      const b = el("button", "label-button", `${cls} (${key})`);
+      const b = el("button", "label-button", cls === key ? cls : `${cls} (${key})`);
       b.type = "button";
       b.addEventListener("click", () => labelWith(cls));
       buttons.appendChild(b);
