@@ -35,6 +35,7 @@ class KfpApi:
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     run_state: str = "RUNNING"  # what GET /runs/ID answers
     fail_runs: bool = False  # answer POST /runs with a 500
+    multi_user: bool = False  # multi-user Kubeflow: experiments need a profile namespace
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path, why) of each 4xx
     experiments: dict[str, dict[str, Any]] = field(default_factory=dict)
     pipelines: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -121,7 +122,9 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
             url = urlsplit(self.path)
             path, query = url.path, parse_qs(url.query)
             if path == "/apis/v2beta1/healthz":
-                self._reply({"commit_sha": "recorder", "tag_name": "2.5.0", "multi_user": False})
+                self._reply(
+                    {"commit_sha": "recorder", "tag_name": "2.5.0", "multi_user": api.multi_user}
+                )
             elif path.startswith("/apis/v2beta1/runs/"):
                 run_id = path.rsplit("/", 1)[1]
                 self._reply(
@@ -174,9 +177,12 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
         ) -> tuple[int, dict[str, Any]]:
             n = count(path)
             if path == "/apis/v2beta1/experiments":
+                if api.multi_user and not body.get("namespace"):
+                    raise _Refused(400, "in multi-user mode an experiment needs a namespace")
                 exp = {
                     "experiment_id": f"exp-{n}",
                     "display_name": body["display_name"],
+                    "namespace": body.get("namespace", ""),
                     "created_at": _CREATED,
                     "storage_state": "AVAILABLE",
                 }
@@ -240,6 +246,9 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
 
 def _named(items: dict[str, dict[str, Any]], query: dict[str, list[str]]) -> list[dict[str, Any]]:
     """``items`` filtered as the API filters by display_name (the predicate kfp.Client sends)."""
+    namespace = (query.get("namespace") or [""])[0]
+    if namespace:  # multi-user: a profile's own experiments only
+        items = {k: v for k, v in items.items() if v.get("namespace") == namespace}
     raw = (query.get("filter") or [""])[0]
     if not raw:
         return list(items.values())

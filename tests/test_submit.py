@@ -163,3 +163,40 @@ def test_submit_checks_parameters_before_any_request(
     assert code == 2
     assert err.startswith("error: ") and needle in err and "Fix:" in err
     assert calls == []
+
+
+def test_submit_into_a_profile_namespace_on_multi_user_kubeflow(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Multi-user Kubeflow refuses an experiment without a namespace; --namespace puts the
+    experiment (and so the run and its pods) in the profile's namespace."""
+    from kfp_recorder import kfp_api as recording_api
+
+    with recording_api() as api:
+        api.multi_user = True
+        code = _run(["submit", "training", "--host", api.url, *_S3])
+        assert code == 2 and api.posts("/apis/v2beta1/runs") == []
+        assert "needs a namespace" in capsys.readouterr().err
+        ns = "kubeflow-user-example-com"
+        assert _run(["submit", "training", "--host", api.url, "--namespace", ns, *_S3]) == 0
+        assert "(namespace kubeflow-user-example-com)" in capsys.readouterr().out
+        (experiment,) = api.experiments.values()
+        assert experiment["namespace"] == ns
+        (run,) = api.posts("/apis/v2beta1/runs")
+        assert run["experiment_id"] == experiment["experiment_id"]
+        cron = ["--cron", "0 0 3 * * *", "--param", "model_name=digits"]
+        args = ["schedule", "flywheel", "--host", api.url, "--namespace", ns, *cron, *_S3]
+        assert _run(args) == 0
+        (recurring,) = api.posts("/apis/v2beta1/recurringruns")
+        assert api.experiments[recurring["experiment_id"]]["namespace"] == ns
+
+
+def test_a_bad_namespace_is_refused_before_any_request(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from kfp_recorder import kfp_api as recording_api
+
+    with recording_api() as api:
+        code = _run(["submit", "training", "--host", api.url, "--namespace", "Team_A", *_S3])
+        assert code == 2 and api.calls == []
+        assert "not a Kubernetes namespace name" in capsys.readouterr().err

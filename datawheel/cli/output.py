@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Callable, Collection, Sequence
 from typing import IO, Any, TypeVar
@@ -28,6 +29,8 @@ __all__ = [
     "echo_json",
     "error_document",
     "is_terminal",
+    "kube_namespace",
+    "namespace_option",
     "plain_lines",
     "print_table",
     "remote_store",
@@ -50,6 +53,30 @@ REMOTE_STORE_HELP = (
 def store_option(help_text: str = STORE_HELP) -> Callable[[_F], _F]:
     """The ``--store`` option; ``None`` when not given, which open_store resolves."""
     return click.option("--store", default=None, metavar="URI", help=help_text)
+
+
+def namespace_option() -> Callable[[_F], _F]:
+    """``--namespace PROFILE``: where a run or recurring run lives on multi-user Kubeflow."""
+    return click.option(
+        "--namespace",
+        default=None,
+        metavar="PROFILE",
+        help="Multi-user Kubeflow: the profile namespace the run belongs to (its experiment "
+        "is found or created there and its pods run there, with that namespace's datawheel-s3 "
+        "Secret and datawheel-settings ConfigMap). Leave it out on standalone KFP.",
+    )
+
+
+def kube_namespace(name: str | None) -> str | None:
+    """``name`` if it is a Kubernetes namespace name (an RFC 1123 label), else a one-line error."""
+    if name is None:
+        return None
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", name):
+        raise DatawheelError(
+            f"--namespace {name!r} is not a Kubernetes namespace name",
+            "pass your Kubeflow profile's namespace, e.g. --namespace kubeflow-user-example-com",
+        )
+    return name
 
 
 def is_terminal(stream: IO[str] | None = None) -> bool:

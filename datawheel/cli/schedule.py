@@ -7,7 +7,13 @@ import tempfile
 
 import click
 
-from datawheel.cli.output import REMOTE_STORE_HELP, remote_store, store_option
+from datawheel.cli.output import (
+    REMOTE_STORE_HELP,
+    kube_namespace,
+    namespace_option,
+    remote_store,
+    store_option,
+)
 from datawheel.errors import DatawheelError
 from datawheel.flywheel.recurring import create_schedule, validate_cron
 from datawheel.pipelines import PIPELINES
@@ -28,6 +34,7 @@ __all__ = ["schedule"]
 @click.option("--name", "job_name", default="", help="default: PIPELINE-schedule")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
 @store_option(REMOTE_STORE_HELP)
+@namespace_option()
 def schedule(
     pipeline: str,
     cron: str,
@@ -36,6 +43,7 @@ def schedule(
     job_name: str,
     params: tuple[str, ...],
     store: str | None,
+    namespace: str | None,
 ) -> None:
     """Run PIPELINE on a schedule (max_concurrency=1, no catch-up) on the KFP API at --host.
 
@@ -51,6 +59,7 @@ def schedule(
         raise DatawheelError(
             f"--host {redact(host)!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
+    namespace = kube_namespace(namespace)  # before anything is compiled or sent
     arguments = parse_params(PIPELINES[pipeline], params)
     arguments["store"] = remote_store(
         store or arguments.get("store"), "a recurring run on Kubeflow"
@@ -68,6 +77,7 @@ def schedule(
             experiment=experiment,
             params=arguments,
             token=os.environ.get("KFP_TOKEN"),
+            namespace=namespace,
         )
     click.echo(
         f"scheduled {pipeline} as recurring run {run_id} ({cron!r}, one at a time, no catch-up) "

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 import click
 
-from datawheel.cli.output import REMOTE_STORE_HELP, remote_store, store_option
+from datawheel.cli.output import (
+    REMOTE_STORE_HELP,
+    kube_namespace,
+    namespace_option,
+    remote_store,
+    store_option,
+)
 from datawheel.errors import DatawheelError
 from datawheel.orchestration.compiler import compile_pipeline
 from datawheel.orchestration.params import parse_params
@@ -26,6 +32,7 @@ __all__ = ["submit"]
 @click.option("--run-name", default="", help="default: PIPELINE-TIMESTAMP")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE")
 @store_option(REMOTE_STORE_HELP)
+@namespace_option()
 def submit(
     pipeline: str,
     host: str,
@@ -33,6 +40,7 @@ def submit(
     run_name: str,
     params: tuple[str, ...],
     store: str | None,
+    namespace: str | None,
 ) -> None:
     """Compile PIPELINE and start a run on the KFP API at --host.
 
@@ -44,6 +52,7 @@ def submit(
         raise DatawheelError(
             f"--host {redact(host)!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
+    namespace = kube_namespace(namespace)  # before anything is compiled or sent
     arguments = parse_params(PIPELINES[pipeline], params)
     arguments["store"] = remote_store(store or arguments.get("store"), "a run on Kubeflow")
     check_parameters(arguments)  # a bad name or kind fails here, not in a retried pod
@@ -59,7 +68,10 @@ def submit(
             experiment=experiment,
             run_name=name,
             token=os.environ.get("KFP_TOKEN"),
+            namespace=namespace,
         )
+    where = f" (namespace {namespace})" if namespace else ""
     click.echo(
-        f"submitted {pipeline} as run {run_id} in experiment {experiment!r} on {redact(host)}"
+        f"submitted {pipeline} as run {run_id} in experiment {experiment!r}{where} on "
+        f"{redact(host)}"
     )

@@ -103,8 +103,10 @@ def create_schedule(
     params: Mapping[str, Any] | None = None,
     token: str | None = None,
     client_factory: Callable[..., _Client] | None = None,
+    namespace: str | None = None,
 ) -> str:
-    """Create the recurring run on the KFP API at ``host``; returns its id."""
+    """Create the recurring run on the KFP API at ``host``; returns its id. ``namespace``:
+    the profile namespace (multi-user Kubeflow) whose experiment it joins."""
     cron = validate_cron(cron)
     if not host.startswith(("http://", "https://")):
         raise DatawheelError(
@@ -116,7 +118,7 @@ def create_schedule(
         client_factory = kfp.Client
     try:
         client = client_factory(host=host, existing_token=token)
-        exp = client.create_experiment(name=experiment)
+        exp = client.create_experiment(name=experiment, namespace=namespace or None)
         result = client.create_recurring_run(
             experiment_id=str(getattr(exp, "experiment_id", exp)),
             job_name=job_name,
