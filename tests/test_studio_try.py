@@ -186,6 +186,22 @@ def test_model_onnx_is_the_registry_file(client: TestClient, digits: ServerProce
     assert answer.content == path.read_bytes()
 
 
+def test_an_int8_server_gets_the_int8_file_in_the_browser(model_store: str, tmp_path: Path) -> None:
+    store = copy_store(model_store, tmp_path / "store")
+    server = ServerProcess(store=store, spool_dir=tmp_path / "spool", variant="onnx-int8").start()
+    try:
+        with _client(store, serve_url=server.url) as c:
+            assert _config(c.get("/try").text)["edge_file"] == "model_int8.onnx"
+            answer = c.get("/api/model.onnx")
+    finally:
+        server.stop()
+    assert answer.status_code == 200
+    assert answer.headers["x-model-file"] == "model_int8.onnx"
+    assert answer.headers["x-model-variant"] == answer.headers["x-served-variant"] == "onnx-int8"
+    path = _root(store) / "models/digits/versions/v1/model_int8.onnx"
+    assert answer.content == path.read_bytes()
+
+
 def test_the_edge_file_is_the_variant_the_server_runs() -> None:
     files = {f: "x" for f in ("model.ts", "model.onnx", "model_int8.onnx", "student.onnx")}
     card = {"version": "v1", "files": files}

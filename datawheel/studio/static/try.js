@@ -167,7 +167,7 @@
       drawing = true;
       inked = true;
       ctx.strokeStyle = "#fff";
-      ctx.lineWidth = canvas.width / 11;
+      ctx.lineWidth = canvas.width / 10;
       const [x, y] = at(ev);
       ctx.beginPath();
       ctx.moveTo(x, y);
