@@ -1,7 +1,7 @@
 """The label-issue queue on digits with 10% of its labels flipped (seeded): a real store with
 the dataset committed by the real gate and a registered model naming it, the studio's
 /api/review?queue=issues in-process. Its precision and recall against the flipped rows
-stay above floors (measured: 0.78 and 0.93, 214 rows found for 179 flipped); a row whose features were labelled in
+stay above floors (measured: 0.885 and 0.905, 183 rows found for 179 flipped); a row whose features were labelled in
 the ledger leaves the queue; categorical features are one-hot for the CV model."""
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_the_queue_finds_the_flipped_labels(tmp_path: Path) -> None:
         f"\nlabel-issue queue on digits, {FLIP:.0%} flipped (seed {SEED}): {len(found)} found, "
         f"precision {precision:.3f}, recall {recall:.3f}, in {doc['seconds']:.2f} s"
     )
-    assert precision > 0.65 and recall > 0.8
+    assert precision > 0.75 and recall > 0.75
     quality = [it["quality"] for it in items]
     assert quality == sorted(quality)
     frame = ds.read_frame(store, ds.get_version(store, "digits"))
