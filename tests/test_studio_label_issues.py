@@ -1,8 +1,9 @@
 """The label-issue queue on digits with 10% of its labels flipped (seeded): a real store with
 the dataset committed by the real gate and a registered model naming it, the studio's
-/api/review?queue=issues in-process. Its precision and recall against the flipped rows
-stay above floors (measured: 0.885 and 0.905, 183 rows found for 179 flipped); a row whose features were labelled in
-the ledger leaves the queue; categorical features are one-hot for the CV model."""
+/api/review?queue=issues in-process. Its precision and recall against the flipped rows stay
+above floors (measured: 0.885 and 0.905, 183 rows found for 179 flipped); a row whose
+features were labelled in the ledger leaves the queue; categorical features are one-hot for
+the CV model."""
 
 from __future__ import annotations
 

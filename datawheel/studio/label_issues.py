@@ -1,14 +1,15 @@
 """The label-issue queue: rows of the current dataset whose given label is likely wrong.
 
-The current dataset is the latest committed version of the dataset the champion's card
-names (the newest version's card while nothing is champion), the version the next harvest
-builds on. Its rows get out-of-sample class probabilities from 5-fold cross-validation
+The current dataset is the latest committed version of the dataset the champion's card names
+(the newest version's card while nothing is champion), the version the next harvest builds
+on. Its rows get out-of-sample class probabilities from 5-fold cross-validation
 (``cross_val_predict`` of a logistic regression, C=0.1, on the features: numbers imputed
-with the column mean and standardized, categories one-hot; on digits with 10% flipped
-labels C=0.1 finds them with precision ~0.89 where C=1 has ~0.78), and cleanlab's
-``find_label_issues`` (Apache-2.0) picks the rows whose label disagrees with them, ranked by self-confidence
-(the probability the model gives the row's own label), lowest first. That takes a couple
-of seconds on digits and is done once per dataset version (kept in ``studio.cache``).
+with the column mean and standardized, categories one-hot; on digits with 10% flipped labels
+C=0.1 finds them with precision ~0.89 where C=1 has ~0.78), and cleanlab's
+``find_label_issues`` (Apache-2.0) picks the rows whose label disagrees with them, ranked by
+self-confidence (the probability the model gives the row's own label), lowest first. That
+takes a couple of seconds on digits and is done once per dataset version (kept in
+``studio.cache``).
 
 A row leaves the queue once somebody has looked at it: this studio sent a label for it, or
 the ledger holds a labelled prediction whose inputs equal the row's features (compared by
