@@ -1,7 +1,9 @@
 """The try page in a real headless Chromium against real `datawheel serve` and `datawheel studio`
 processes: draw a "1" with pointer actions, get the server's answer and ten probability bars,
 the same answer from onnxruntime-web in the browser, an uploaded image, and a correction that
-reaches the ledger's feedback. No console errors (a CSP refusal would be one)."""
+reaches the ledger's feedback; and a tabular model's form, whose feature named
+``<script>alert(1)</script>`` is shown as text, answering the same in both places with a
+category and a missing value. No console errors (a CSP refusal would be one)."""
 
 from __future__ import annotations
 
@@ -13,9 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
-from browser_support import Stack, chrome, console_errors, login, screenshot, start_stack
+from browser_support import (
+    Stack,
+    StudioProcess,
+    chrome,
+    console_errors,
+    login,
+    screenshot,
+    start_stack,
+)
 from PIL import Image
-from serving_support import reference_probabilities
+from serving_support import ServerProcess, reference_probabilities
+from test_studio_try import XSS, tabular_store
 
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.storage import LocalStore
@@ -154,3 +165,45 @@ def test_the_page_reports_its_figures(driver: WebDriver) -> None:
     agree = driver.find_element("id", "edge-agree").get_attribute("data-max-dp")
     print(json.dumps({"server_latency": server, "edge_latency": edge, "max_dp": agree}))
     assert float(agree or "1") < 1e-3
+
+
+def test_the_tabular_form_shows_names_as_text_and_both_answers_agree(
+    driver: WebDriver, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    store = tabular_store(tmp_path / "store")
+    server = ServerProcess(store=store, spool_dir=tmp_path / "spool", model="xss").start()
+    studio = StudioProcess(store=store, model="xss", serve_url=server.url)
+    try:
+        studio.start(tmp_path)
+        driver.get(f"{studio.url}/try")
+        assert driver.find_element(By.CSS_SELECTOR, "label[for=feature-0]").text == XSS
+        assert not driver.find_elements(By.CSS_SELECTOR, "main script")  # text, not a tag
+        _wait(driver, lambda d: "Ready" in _text(d, "edge-status"))
+        seen = ""
+        for island, bill in (("Dream", "50"), ("Biscoe", "40"), ("", "")):  # "": missing
+            Select(driver.find_element(By.ID, "feature-1")).select_by_value(island)
+            box = driver.find_element(By.ID, "feature-0")
+            box.clear()
+            box.send_keys(bill)
+            driver.find_element(By.ID, "predict").click()
+            _wait(driver, lambda d, s=seen: _answered(d, s))
+            seen = _text(driver, "prediction-id")
+            server_p, edge_p = (
+                _bars(driver, "probability-bars"),
+                _bars(driver, "edge-probabilities"),
+            )
+            assert sorted(server_p) == ["Adelie", "Chinstrap", "Gentoo"] and list(edge_p) == list(
+                server_p
+            )
+            assert max(abs(server_p[c] - edge_p[c]) for c in server_p) < 1e-3
+            assert _text(driver, "edge-label") == _text(driver, "prediction-label")
+            agree = driver.find_element(By.ID, "edge-agree").get_attribute("data-agree")
+            assert agree == "true", _text(driver, "edge-agree")
+        assert not console_errors(driver)
+        screenshot(driver, tmp_path, "try-tabular")
+    finally:
+        studio.stop()
+        server.stop()

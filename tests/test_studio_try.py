@@ -244,7 +244,7 @@ def test_without_a_server_the_page_says_how_and_predict_is_409(
 # --- a tabular model ------------------------------------------------------------------------
 
 
-def _tabular_store(root: Path) -> str:
+def tabular_store(root: Path) -> str:
     """A 3-class table with a numeric feature named like a script and a categorical one."""
     uri, work = f"file://{root}", root.parent
     os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(work / "ckpt"))
@@ -271,7 +271,7 @@ def _tabular_store(root: Path) -> str:
 @pytest.fixture(scope="module")
 def tabular(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("try-tabular")
-    store = _tabular_store(tmp / "store")
+    store = tabular_store(tmp / "store")
     server = ServerProcess(store=store, spool_dir=tmp / "spool", model="xss", args=FLUSH).start()
     yield server
     server.stop()

@@ -24,6 +24,7 @@
       const name = document.createElement("span");
       name.className = "name";
       name.textContent = c;
+      name.title = c;
       const track = document.createElement("span");
       track.className = "track";
       const fill = document.createElement("span");
