@@ -215,7 +215,6 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
 def bench_browser(work: Path, items: int) -> None:
     from browser_support import chrome, console_errors, login, start_stack
     from selenium.webdriver.common.action_chains import ActionChains
-    from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
     from serving_support import build_model_store, digits_rows, infer_body
@@ -247,8 +246,12 @@ def bench_browser(work: Path, items: int) -> None:
         login(driver, stack.studio.url, next_path="/review")
 
         def current() -> str:
-            found = driver.find_elements(By.CSS_SELECTOR, ".review-item.current")
-            return str(found[0].get_attribute("data-id")) if found else ""
+            return str(
+                driver.execute_script(
+                    "const e = document.querySelector('.review-item.current');"
+                    "return e ? e.dataset.id : '';"
+                )
+            )
 
         WebDriverWait(driver, 30).until(lambda d: current())
         labelled: set[str] = set()

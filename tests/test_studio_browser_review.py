@@ -1,10 +1,10 @@
-"""The review page in a real headless Chromium against real `datawheel serve` and
-`datawheel studio` processes: 30 predictions in the ledger, S skips one, 20 items labeled with
-the keyboard alone (digit keys and Enter on the page), U brings the last one back and a new
-key relabels it; the ledger's feedback then holds exactly those 20 ids with those labels
-(the latest label per id), the skipped one has none, the progress shows 20 labeled today and
-10 left, and the page logged no console error (a CSP refusal would be one). The other tab
-shows the likely label errors of the dataset."""
+"""The review page in a real headless Chromium against real `datawheel serve` and `datawheel
+studio` processes: 30 predictions in the ledger, S skips one, 20 items labeled with the
+keyboard alone (digit keys and Enter on the page; before logging in a key shows a login
+link), U brings the last one back and a new key relabels it; the ledger's feedback then
+holds exactly those 20 ids with those labels (the latest label per id), the skipped one has
+none, the progress shows 20 labeled today and 10 left, and the page logged no console error
+(a CSP refusal would be one). The other tab shows the likely label errors of the dataset."""
 
 from __future__ import annotations
 
@@ -32,13 +32,13 @@ def _wait(driver: WebDriver, check: Any, timeout: float = 30) -> Any:
 
 
 def _current(driver: WebDriver) -> tuple[str, str] | None:
-    """(data-id, data-predicted) of the current item, or None."""
-    from selenium.webdriver.common.by import By
-
-    found = driver.find_elements(By.CSS_SELECTOR, ".review-item.current")
-    if not found:
-        return None
-    return str(found[0].get_attribute("data-id")), str(found[0].get_attribute("data-predicted"))
+    """(data-id, data-predicted) of the current item, or None (read in one script: the
+    page re-renders the item list, so a found element can go stale before it is read)."""
+    got = driver.execute_script(
+        "const e = document.querySelector('.review-item.current');"
+        "return e ? [e.dataset.id, e.dataset.predicted] : null;"
+    )
+    return (str(got[0]), str(got[1])) if got else None
 
 
 def _press(driver: WebDriver, key: str) -> None:
@@ -74,6 +74,14 @@ def test_label_twenty_items_with_the_keyboard(model_store: str, tmp_path: Path) 
         while set(read_ledger(store, model="digits")["id"]) != sent:
             assert time.monotonic() < deadline, "the predictions did not reach the ledger"
             time.sleep(0.2)
+
+        driver.get(f"{stack.studio.url}/review")  # not logged in: a key asks for the token
+        _wait(driver, lambda d: _current(d) is not None)
+        _press(driver, "1")
+        _wait(driver, lambda d: d.find_elements("id", "review-login-link"))
+        assert "/login?next=" in str(
+            driver.find_element("id", "review-login-link").get_attribute("href")
+        )
 
         login(driver, stack.studio.url, next_path="/review")
         _wait(driver, lambda d: _current(d) is not None)

@@ -24,6 +24,7 @@ from datawheel.serving.ledger.reader import read_ledger
 from datawheel.storage import open_store
 from datawheel.studio.app import create_app
 from datawheel.studio.config import StudioConfig
+from datawheel.studio.pages_review import class_keys
 
 TOKEN = "studio-test-token-0123"
 N = 40
@@ -257,3 +258,11 @@ def test_the_page_renders_with_the_key_map(stack: ServerProcess) -> None:
     assert text.count('<tr data-key="') == 10 and "<script>" not in text.split("</head>")[1]
     bad = _client(stack).get("/review?queue=<script>")
     assert bad.status_code == 200 and 'data-queue="uncertain"' in bad.text
+
+
+def test_class_keys_are_digits_or_letters_without_s_and_u() -> None:
+    assert class_keys([str(i) for i in range(10)]) == {str(i): str(i) for i in range(10)}
+    assert class_keys(["cat", "dog"]) == {"cat": "a", "dog": "b"}
+    many = class_keys([f"c{i}" for i in range(30)])
+    assert len(many) == 24 and not {"s", "u"} & set(many.values())
+    assert class_keys(["1", "12"]) == {"1": "a", "12": "b"}

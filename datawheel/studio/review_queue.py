@@ -92,13 +92,15 @@ class LedgerView:
 
     model: str
     parts: dict[str, _Part] = field(default_factory=dict)
-    feedback: dict[str, pd.DataFrame] = field(default_factory=dict)  # key -> id, ts
+    feedback: dict[str, np.ndarray] = field(default_factory=dict)  # key -> its ids
     combined: tuple[tuple[str, ...], dict[str, Any]] | None = None
     ranked: dict[tuple[tuple[str, ...], str], np.ndarray] = field(default_factory=dict)
+    labelled: tuple[tuple[Any, ...], np.ndarray] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def refresh(self, store: Store) -> tuple[dict[str, Any], pd.DataFrame]:
-        """(all predictions, concatenated; every feedback row id + ts), reading new segments."""
+    def refresh(self, store: Store, sent: set[str]) -> tuple[dict[str, Any], np.ndarray, set[str]]:
+        """(all predictions, concatenated; a labelled flag per row; the ids labelled today),
+        reading only the segments not read before."""
         with self.lock:
             keys = _segments(store, "predictions", self.model)
             for key in keys:
@@ -116,9 +118,18 @@ class LedgerView:
             if self.combined is None or self.combined[0] != listing:
                 self.combined = (listing, _combine([self.parts[k] for k in listing]))
                 self.ranked = {}
-            frames = [self.feedback[k] for k in fb_keys if k in self.feedback]
-            feedback = pd.concat(frames) if frames else pd.DataFrame({"id": [], "ts": []})
-            return self.combined[1], feedback
+            rows = self.combined[1]
+            fb_listing = tuple(k for k in fb_keys if k in self.feedback)
+            if self.labelled is None or self.labelled[0] != (listing, fb_listing):
+                ids = [self.feedback[k] for k in fb_listing]
+                done = np.concatenate(ids) if ids else np.zeros(0, object)
+                self.labelled = ((listing, fb_listing), _flags(rows, done))
+            flags = self.labelled[1]
+            if sent:
+                flags = flags | _flags(rows, np.asarray(list(sent), dtype=object))
+            today = f"/date={time.strftime('%Y-%m-%d', time.gmtime())}/"
+            today_ids = {i for k in fb_listing if today in k for i in self.feedback[k]}
+            return rows, flags, today_ids
 
     def ranking(self, by: str) -> np.ndarray:
         """Row positions of the combined predictions, most uncertain first (duplicates out)."""
@@ -130,6 +141,15 @@ class LedgerView:
             order = np.lexsort((age, score))
             self.ranked[(listing, by)] = order[~rows["duplicate"][order]]
         return self.ranked[(listing, by)]
+
+
+def _flags(rows: dict[str, Any], ids: np.ndarray) -> np.ndarray:
+    """True for each combined row whose id is one of ``ids`` (hash lookups, no sorting)."""
+    flags = np.zeros(len(rows["ids"]), np.bool_)
+    if len(ids) and len(flags):
+        at = rows["index"].get_indexer(pd.unique(ids))
+        flags[rows["unique"][at[at >= 0]]] = True
+    return flags
 
 
 def _segments(store: Store, kind: str, model: str) -> list[str]:
@@ -157,25 +177,33 @@ def _read_part(store: Store, key: str) -> _Part | None:
     return _Part(table, ids, ts, margin, entropy, confidence)
 
 
-def _read_feedback(store: Store, key: str) -> pd.DataFrame | None:
+def _read_feedback(store: Store, key: str) -> np.ndarray | None:
     table = _read_table(store, key, "feedback", ["id", "ts"])
-    return None if table is None else table.to_pandas()
+    return None if table is None else table.column("id").to_numpy(zero_copy_only=False)
 
 
 def _combine(parts: list[_Part]) -> dict[str, Any]:
     if not parts:
         empty = np.zeros(0, np.float64)
         return {
-            "table": SCHEMAS["predictions"].empty_table().select(_PRED_COLS),
             "ids": np.zeros(0, object),
             "duplicate": np.zeros(0, np.bool_),
+            "unique": np.zeros(0, np.int64),
+            "index": pd.Index([], dtype=object),
+            "parts": [],
+            "starts": np.zeros(1, np.int64),
             **{name: empty for name in ("ts", "margin", "entropy", "confidence")},
         }
     ids = np.concatenate([p.ids for p in parts])
+    duplicate = pd.Series(ids, dtype=object).duplicated().to_numpy()
+    unique = np.flatnonzero(~duplicate)
     return {
-        "table": pa.concat_tables([p.table for p in parts]),
         "ids": ids,
-        "duplicate": pd.Series(ids, dtype=object).duplicated().to_numpy(),
+        "duplicate": duplicate,
+        "unique": unique,  # row positions of the first row of each id...
+        "index": pd.Index(ids[unique], dtype=object),  # ...and those ids, for lookups
+        "parts": [p.table for p in parts],
+        "starts": np.cumsum([0] + [p.table.num_rows for p in parts]),
         **{
             name: np.concatenate([getattr(p, name) for p in parts])
             for name in ("ts", "margin", "entropy", "confidence")
@@ -212,30 +240,27 @@ def sent_ids(studio: Studio) -> set[str]:
     return {k for k, (ts, _) in _sent(studio).items() if now - ts <= _SENT_KEEP_S}
 
 
-def labeled_today(studio: Studio, feedback: pd.DataFrame, now: float | None = None) -> int:
-    """Distinct predictions labelled today (UTC): feedback rows with ``ts`` today, plus the
+def labeled_today(studio: Studio, today_ids: set[str], now: float | None = None) -> int:
+    """Distinct predictions labelled today (UTC): ids in today's feedback segments, plus the
     labels this studio sent today that the ledger does not hold yet."""
     now = time.time() if now is None else now
     start = np.floor(now / _DAY_S) * _DAY_S
-    ts = feedback["ts"].to_numpy(dtype=np.float64)
-    ids = set(feedback["id"].to_numpy(dtype=object)[(ts >= start) & (ts < start + _DAY_S)])
-    ids |= {k for k, (t, _) in _sent(studio).items() if t >= start and not k.startswith("row:")}
-    return len(ids)
+    sent = {k for k, (t, _) in _sent(studio).items() if t >= start and not k.startswith("row:")}
+    return len(today_ids | sent)
 
 
 def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str, Any]:
     """One page of the uncertainty queue, with the queue's size and today's label count."""
     view = ledger_view(studio)
-    rows, feedback = view.refresh(studio.store)
+    rows, labelled, today_ids = view.refresh(studio.store, sent_ids(studio))
     ranked = view.ranking(by)
-    done = set(feedback["id"]) | sent_ids(studio)
-    if done:
-        ranked = ranked[~pd.Series(rows["ids"][ranked], dtype=object).isin(done).to_numpy()]
+    ranked = ranked[~labelled[ranked]]
     picked = ranked[offset : offset + limit]
-    table: pa.Table = rows["table"].take(pa.array(picked, pa.int64()))
     score = rows["margin"] if by == "margin" else rows["entropy"]
     items = []
-    for i, rec in zip(picked.tolist(), table.to_pylist(), strict=True):
+    for i in picked.tolist():
+        part = int(np.searchsorted(rows["starts"], i, side="right")) - 1
+        rec = rows["parts"][part].slice(i - int(rows["starts"][part]), 1).to_pylist()[0]
         items.append(
             {
                 "id": rec["id"],
@@ -253,7 +278,7 @@ def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str
     return {
         "items": items,
         "total": len(ranked),
-        "labeled_today": labeled_today(studio, feedback),
+        "labeled_today": labeled_today(studio, today_ids),
     }
 
 
