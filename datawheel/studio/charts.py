@@ -22,7 +22,7 @@ __all__ = ["PALETTE", "Series", "bar_chart", "line_chart", "time_label"]
 #: Line colours (colour-blind friendly, Okabe-Ito), in series order.
 PALETTE = ("#0072b2", "#d55e00", "#009e73", "#cc79a7", "#e69f00", "#56b4e9", "#000000")
 _W, _H = 640, 240  # the viewBox; the CSS scales it to the card's width
-_LEFT, _RIGHT, _TOP, _BOTTOM = 48, 150, 16, 34
+_LEFT, _RIGHT, _TOP, _BOTTOM = 56, 150, 16, 34
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ def _num(x: float) -> str:
 
 
 def _value(y: float) -> str:
-    return f"{y:.3g}"
+    if abs(y) >= 1e6:
+        return f"{y / 1e6:.3g}M"
+    return f"{y / 1e3:.3g}k" if abs(y) >= 1e3 else f"{y:.3g}"
 
 
 def _ticks(lo: float, hi: float, count: int = 4) -> list[float]:
@@ -58,10 +60,16 @@ def _ticks(lo: float, hi: float, count: int = 4) -> list[float]:
 
 
 def _frame(
-    chart_id: str, title: str, desc: str, body: list[str], css: str, height: int = _H
+    chart_id: str,
+    title: str,
+    desc: str,
+    body: list[str],
+    css: str,
+    height: int = _H,
+    width: int = _W,
 ) -> Markup:
     head = (
-        f'<svg class="chart {escape(css)}" viewBox="0 0 {_W} {height}" role="img" '
+        f'<svg class="chart {escape(css)}" viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="{escape(chart_id)}-t {escape(chart_id)}-d" '
         f'xmlns="http://www.w3.org/2000/svg" id="{escape(chart_id)}">'
         f'<title id="{escape(chart_id)}-t">{escape(title)}</title>'
@@ -79,10 +87,12 @@ def line_chart(
     y_range: tuple[float, float] | None = None,
     x_format: Callable[[float, float], str] = time_label,
     threshold: float | None = None,
+    log_y: bool = False,
 ) -> Markup:
     """Lines over time, one per series, with a legend; ``threshold`` draws a dashed line
-    (e.g. drift severity 1). Empty series are left out; no points at all: an empty chart
-    that says so."""
+    (e.g. drift severity 1); ``log_y`` scales y as log10(1 + y), for values >= 0 that span
+    orders of magnitude. Empty series are left out; no points at all: an empty chart that
+    says so."""
     drawn = [s for s in series if s.points]
     xs = [x for s in drawn for x, _ in s.points]
     ys = [y for s in drawn for _, y in s.points if math.isfinite(y)]
@@ -105,8 +115,13 @@ def line_chart(
     def px(x: float) -> float:
         return _LEFT + (x - x0) / (x1 - x0) * pw
 
+    def scaled(y: float) -> float:
+        y = min(max(y, y0), y1)
+        return math.log10(1 + max(y, 0.0)) if log_y else y
+
     def py(y: float) -> float:
-        return _TOP + ph - (min(max(y, y0), y1) - y0) / (y1 - y0) * ph
+        lo, hi = scaled(y0), scaled(y1)
+        return _TOP + ph - (scaled(y) - lo) / ((hi - lo) or 1.0) * ph
 
     body = [
         f'<line class="axis" x1="{_LEFT}" y1="{_TOP + ph}" x2="{_LEFT + pw}" y2="{_TOP + ph}" '
@@ -114,7 +129,8 @@ def line_chart(
         f'<line class="axis" x1="{_LEFT}" y1="{_TOP}" x2="{_LEFT}" y2="{_TOP + ph}" '
         'stroke="#5b6475"/>',
     ]
-    for t in _ticks(y0, y1):
+    y_ticks = [0.0, *(10.0**k for k in range(int(math.log10(max(y1, 1))) + 1))]
+    for t in y_ticks if log_y else _ticks(y0, y1):
         body.append(
             f'<line x1="{_LEFT}" y1="{_num(py(t))}" x2="{_LEFT + pw}" y2="{_num(py(t))}" '
             'stroke="#e5e8ec"/>'
@@ -168,26 +184,30 @@ def bar_chart(
     title: str,
     max_value: float | None = None,
     value_format: Callable[[float], str] = _value,
+    width: int = 360,
 ) -> Markup:
-    """Horizontal bars, one per (label, value), scaled to ``max_value`` (default: the largest)."""
+    """Horizontal bars, one per (label, value), scaled to ``max_value`` (default: the largest);
+    ``width`` is the viewBox width (a narrow one keeps the text readable in a small card)."""
     height = max(40, 22 * len(bars) + 10)
     top = max((v for _, v in bars), default=0.0)
     scale = max_value if max_value and max_value > 0 else (top if top > 0 else 1.0)
-    label_w, bar_w = 150, _W - 150 - 70
+    longest = max((len(label[:24]) for label, _ in bars), default=4)
+    label_w = min(150, 16 + 7 * longest)
+    bar_w = width - label_w - 56
     body = []
     for i, (label, value) in enumerate(bars):
         y = 6 + i * 22
-        width = max(0.0, min(1.0, value / scale)) * bar_w
+        length = max(0.0, min(1.0, value / scale)) * bar_w
         shown = value_format(value)
         body.append(
-            f'<text class="bar-label" x="{label_w - 8}" y="{y + 14}" text-anchor="end" '
+            f'<text class="bar-label" x="{label_w - 8}" y="{y + 13}" text-anchor="end" '
             f'font-size="12">{escape(label[:24])}</text>'
-            f'<rect class="bar" x="{label_w}" y="{y}" width="{_num(width)}" height="16" '
+            f'<rect class="bar" x="{label_w}" y="{y}" width="{_num(length)}" height="16" '
             f'fill="{PALETTE[0]}"><title>{escape(label)}: {escape(shown)}</title></rect>'
-            f'<text class="bar-value" x="{_num(label_w + width + 6)}" y="{y + 13}" '
+            f'<text class="bar-value" x="{_num(label_w + length + 6)}" y="{y + 13}" '
             f'font-size="12">{escape(shown)}</text>'
         )
     if not bars:
-        body.append(f'<text x="{_W / 2}" y="24" text-anchor="middle">nothing to show</text>')
+        body.append(f'<text x="{width / 2}" y="24" text-anchor="middle">nothing to show</text>')
     desc = "; ".join(f"{label}: {value_format(v)}" for label, v in bars) or "nothing to show"
-    return _frame(chart_id, title, desc, body, "bars", height)
+    return _frame(chart_id, title, desc, body, "bars", height, width)

@@ -169,8 +169,9 @@ def _drift_charts(studio: Studio) -> list[dict[str, Any]]:
                 chart_id=f"drift-{h.version}",
                 title=f"Drift of {studio.model}:{h.version}'s served rows, the {len(top)} "
                 f"most drifting features, per {_span(h.size)}",
-                y_label="severity (statistic / threshold; 1 = the drift threshold)",
+                y_label="severity, log scale (statistic / threshold; 1 = the threshold)",
                 threshold=1.0,
+                log_y=True,
             )
         rows = [
             {
