@@ -16,10 +16,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from crd_schemas import schema_errors
 
 from datawheel.cli.studio import studio
 from datawheel.deploy import images
@@ -279,54 +279,8 @@ def test_the_image_ships_the_studios_templates_and_static_files() -> None:
 # --- the central dashboard: the kubeflow-dashboard Component --------------------------------
 
 
-def _crd_schema(file: str) -> dict[str, Any]:
-    """A vendored openAPIV3Schema as the API server applies it with strict field validation:
-    unknown fields are errors, and the object's apiVersion, kind and metadata are implied."""
-
-    def strict(schema: Any) -> Any:
-        if isinstance(schema, list):
-            return [strict(s) for s in schema]
-        if not isinstance(schema, dict):
-            return schema
-        out = {
-            k: strict(v) if k in ("items", "not", "anyOf", "oneOf", "allOf") else v
-            for k, v in schema.items()
-        }
-        if isinstance(out.get("additionalProperties"), dict):
-            out["additionalProperties"] = strict(out["additionalProperties"])
-        if "properties" in out:
-            out["properties"] = {k: strict(v) for k, v in out["properties"].items()}
-            out.setdefault("additionalProperties", False)
-        return out
-
-    schema = json.loads((SCHEMAS / file).read_text())
-    schema["properties"] = {
-        "apiVersion": {"type": "string"},
-        "kind": {"type": "string"},
-        "metadata": {"type": "object"},
-        **schema["properties"],
-    }
-    checked = strict(schema)
-    jsonschema.Draft7Validator.check_schema(checked)
-    return dict(checked)
-
-
-ISTIO_SCHEMAS = {
-    ("networking.istio.io/v1", "VirtualService"): "networking.istio.io_virtualservices.v1.json",
-    (
-        "security.istio.io/v1",
-        "AuthorizationPolicy",
-    ): "security.istio.io_authorizationpolicies.v1.json",
-}
-
-
 def _schema_errors(doc: dict[str, Any]) -> list[str]:
-    validator = jsonschema.Draft7Validator(
-        _crd_schema(ISTIO_SCHEMAS[(doc["apiVersion"], doc["kind"])])
-    )
-    return [
-        f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(doc)
-    ]
+    return schema_errors(doc)
 
 
 def _readme_overlay() -> str:
