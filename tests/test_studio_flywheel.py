@@ -16,10 +16,10 @@ from starlette.testclient import TestClient
 
 from datawheel.data import versions as ds
 from datawheel.storage import LocalStore
-from datawheel.studio.app import create_app
 from datawheel.studio.charts import Series, bar_chart, line_chart
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.pages_flywheel import REPORT_CSP
+from datawheel.studio.webapp import create_app
 
 TOKEN = "flywheel-test-token"
 

@@ -24,9 +24,9 @@ from datawheel.data.sources import Loaded, load_source
 from datawheel.data.transform import Transform
 from datawheel.serving.ids import PredictionIds
 from datawheel.storage import LocalStore
-from datawheel.studio.app import create_app
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.label_issues import model_matrix
+from datawheel.studio.webapp import create_app
 
 FLIP = 0.10
 SEED = 7

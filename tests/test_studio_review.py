@@ -22,9 +22,9 @@ from datawheel.data import versions as ds
 from datawheel.flywheel.harvest import harvest
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.storage import open_store
-from datawheel.studio.app import create_app
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.pages_review import class_keys
+from datawheel.studio.webapp import create_app
 
 TOKEN = "studio-test-token-0123"
 N = 40

@@ -15,9 +15,9 @@ from markupsafe import escape
 from starlette.testclient import TestClient
 
 from datawheel.storage import LocalStore
-from datawheel.studio.app import create_app
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.security import CSRF_COOKIE, SESSION_COOKIE
+from datawheel.studio.webapp import create_app
 
 TOKEN = "security-test-token-42"
 XSS_COLUMN = "<script>alert(1)</script>"

@@ -37,10 +37,10 @@ from datawheel.orchestration.train import train_step
 from datawheel.orchestration.validate import validate_step
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.storage import LocalStore
-from datawheel.studio.app import create_app
 from datawheel.studio.config import StudioConfig
 from datawheel.studio.model_files import edge_file
 from datawheel.studio.pages_try import build_form
+from datawheel.studio.webapp import create_app
 
 TOKEN = "studio-test-token-0123"
 XSS = "<script>alert(1)</script>"

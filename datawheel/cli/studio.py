@@ -35,7 +35,7 @@ def studio(store: str | None, model: str, serve_url: str | None, host: str, port
     import uvicorn
 
     from datawheel.registry import list_models
-    from datawheel.studio.app import create_app
+    from datawheel.studio.webapp import create_app
 
     uri = store or os.environ.get("DATAWHEEL_STORE") or "file://.datawheel"
     url = check_serve_url(serve_url or os.environ.get("DATAWHEEL_SERVE_URL"))

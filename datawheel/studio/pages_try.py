@@ -239,7 +239,7 @@ def routes(studio: Studio) -> list[BaseRoute]:
         )
 
     async def predict(request: Request) -> Response:
-        from datawheel.studio.app import read_json
+        from datawheel.studio.webapp import read_json
 
         studio.guard.check_csrf(request, None)
         doc = await read_json(request)
