@@ -110,12 +110,14 @@ def test_the_studio_uses_servings_store_settings_and_server(overlay: str) -> Non
     pod = docs[("Deployment", NAME)]["spec"]["template"]["spec"]
     (s3,) = [v for v in pod["volumes"] if v.get("secret", {}).get("secretName") == "datawheel-s3"]
     assert s3 == next(v for v in serve["volumes"] if v["name"] == s3["name"])
-    # the labeling token: from its Secret by reference, required, never a literal
-    token = env["DATAWHEEL_STUDIO_TOKEN"]
-    assert "value" not in token
-    assert token["valueFrom"] == {
-        "secretKeyRef": {"name": "datawheel-studio-token", "key": "DATAWHEEL_STUDIO_TOKEN"}
-    }
+    # the labeling token: a file from its Secret (required: the pod waits for it), no literal
+    token_file = Path(env["DATAWHEEL_STUDIO_TOKEN_FILE"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "studio-token"]
+    assert token_file.parent == Path(mount["mountPath"]) and mount["readOnly"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "studio-token"]
+    assert volume["secret"]["secretName"] == "datawheel-studio-token"
+    assert not volume["secret"].get("optional", False)
+    assert "DATAWHEEL_STUDIO_TOKEN" not in env
     for item in container["env"]:
         assert "value" not in item or not item["name"].endswith(("TOKEN", "_KEY", "PASSWORD"))
     assert not [d for d in docs.values() if d["kind"] == "Secret"]
@@ -367,11 +369,12 @@ def test_the_readme_reaches_the_studio_as_deployed() -> None:
     port = service["spec"]["ports"][0]["port"]
     assert f"port-forward svc/{NAME} {port}:{port}" in text
     assert f"http://127.0.0.1:{port}" in text
-    token = _container(_docs("kubeflow"))["env"]
-    ref = next(e for e in token if e["name"] == "DATAWHEEL_STUDIO_TOKEN")["valueFrom"]
-    secret = ref["secretKeyRef"]
-    assert f"create secret generic {secret['name']}" in text
-    assert f"--from-literal={secret['key']}=" in text
+    env = {e["name"]: e for e in _container(_docs("kubeflow"))["env"]}
+    key = Path(env["DATAWHEEL_STUDIO_TOKEN_FILE"]["value"]).name  # the Secret's key
+    pod = _docs("kubeflow")[("Deployment", NAME)]["spec"]["template"]["spec"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "studio-token"]
+    assert f"create secret generic {volume['secret']['secretName']}" in text
+    assert f"--from-literal={key}=" in text
 
 
 def test_the_readme_menu_link_command_edits_the_links_json(tmp_path: Path) -> None:

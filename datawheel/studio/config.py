@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from datawheel.errors import DatawheelError
 
-__all__ = ["SERVE_TOKEN_ENV", "TOKEN_ENV", "StudioConfig", "check_serve_url", "studio_token"]
+__all__ = [
+    "SERVE_TOKEN_ENV",
+    "TOKEN_ENV",
+    "TOKEN_FILE_ENV",
+    "StudioConfig",
+    "check_serve_url",
+    "studio_token",
+]
 
 TOKEN_ENV = "DATAWHEEL_STUDIO_TOKEN"
+TOKEN_FILE_ENV = "DATAWHEEL_STUDIO_TOKEN_FILE"
 SERVE_TOKEN_ENV = "DATAWHEEL_SERVE_TOKEN"
 
 
@@ -27,10 +37,22 @@ class StudioConfig:
     generated_token: bool = False  # True: nobody set one, the studio made it up at start
 
 
-def studio_token(environ: dict[str, str] | None = None) -> tuple[str, bool]:
-    """The labeling token: $DATAWHEEL_STUDIO_TOKEN, else the serving token, else a fresh
-    random one (printed at start, like a notebook server's). Returns (token, generated)."""
+def studio_token(environ: Mapping[str, str] | None = None) -> tuple[str, bool]:
+    """The labeling token: the file $DATAWHEEL_STUDIO_TOKEN_FILE names (a mounted Secret),
+    else $DATAWHEEL_STUDIO_TOKEN, else the serving token, else a fresh random one (printed
+    at start, like a notebook server's). Returns (token, generated)."""
     env = os.environ if environ is None else environ
+    if path := env.get(TOKEN_FILE_ENV, "").strip():
+        try:
+            text = Path(path).read_text().strip()
+        except OSError as exc:
+            raise DatawheelError(
+                f"${TOKEN_FILE_ENV} names {path}, which cannot be read ({exc.strerror})",
+                "mount the token Secret there, or unset the variable",
+            ) from None
+        env = {TOKEN_ENV: text}
+        if not text:
+            raise DatawheelError(f"the token file {path} is empty", "put the token in it")
     for name in (TOKEN_ENV, SERVE_TOKEN_ENV):
         value = env.get(name, "")
         if value.strip():
