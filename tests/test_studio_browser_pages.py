@@ -283,3 +283,18 @@ def test_enter_on_a_nav_link_navigates(driver: WebDriver, stack: Stack) -> None:
     ActionChains(driver).send_keys(Keys.ENTER).perform()
     _wait(driver, lambda d: d.current_url.endswith("/flywheel"))
     assert driver.find_element(By.CSS_SELECTOR, "main h1").text.startswith("The flywheel")
+
+
+def test_a_drift_report_opens_under_its_sandboxed_csp(driver: WebDriver, stack: Stack) -> None:
+    from selenium.webdriver.common.by import By
+
+    _open(driver, stack.studio.url, "/flywheel")
+    driver.get_log("browser")  # drop what came before  # type: ignore[attr-defined]
+    link = driver.find_elements(By.LINK_TEXT, "drift report")[1]  # a drifted hour
+    link.click()
+    _wait(driver, lambda d: "/reports/drift/v1" in d.current_url)
+    heading = _wait(driver, lambda d: d.find_elements(By.TAG_NAME, "h1"))[0]
+    assert heading.text.startswith("Drift of digits:v1") and "DRIFT" in heading.text.upper()
+    colour = heading.find_element(By.TAG_NAME, "span").value_of_css_property("color")
+    assert colour not in ("rgba(0, 0, 0, 1)", "rgb(0, 0, 0)")  # its inline <style> applied
+    assert console_errors(driver) == []

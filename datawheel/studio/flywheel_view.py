@@ -285,17 +285,20 @@ def events(store: Store, model: str, limit: int = 30) -> list[Event]:
 # --- the ledger ----------------------------------------------------------------------------
 
 
-def ledger_counts(store: Store, model: str, now: float) -> dict[str, int]:
-    """Predictions stored, predictions labelled, and predictions labelled today (UTC)."""
+def ledger_counts(store: Store, model: str, now: float) -> dict[str, Any]:
+    """Predictions stored, predictions labelled, predictions labelled today (UTC), and the
+    stored predictions per predicted class (``predicted``: [(class, count)])."""
     from datawheel.serving.ledger import read_ledger
 
-    preds = read_ledger(store, model=model, columns=["ts"])
+    preds = read_ledger(store, model=model, columns=["label"])
     fb = read_ledger(store, model=model, kind="feedback", columns=["id", "ts"])
     midnight = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     today = fb[fb["ts"] >= midnight.timestamp()]
+    classes = preds["label"].astype(str).value_counts().sort_index()
     return {
         "predictions": len(preds),
         "labelled": int(fb["id"].nunique()),
         "labels": len(fb),
         "labelled_today": int(today["id"].nunique()),
+        "predicted": [(str(k), float(v)) for k, v in classes.items()],
     }

@@ -56,11 +56,11 @@ def _overview(studio: Studio) -> dict[str, Any]:
     models = fv.section(lambda: fv.model_rows(store, model))
     champion = next((m for m in models.items if "champion" in m.aliases), None)
     counts = fv.section(lambda: [fv.ledger_counts(store, model, time.time())])
-    predicted = fv.section(lambda: _predicted_classes(studio))
+    predicted = counts.items[0]["predicted"][:30] if counts.items else []
     chart = None
-    if predicted.items:
+    if predicted:
         chart = bar_chart(
-            predicted.items,
+            predicted,
             chart_id="predicted-classes",
             title=f"Predicted classes of all stored predictions of {model}",
             value_format=lambda v: f"{v:.0f}",
@@ -93,14 +93,6 @@ def _dataset_of(studio: Studio, champion: fv.ModelRow | None) -> list[dict[str, 
             "rows": int(dv.manifest.get("rows") or 0),
         }
     ]
-
-
-def _predicted_classes(studio: Studio) -> list[tuple[str, float]]:
-    from datawheel.serving.ledger import read_ledger
-
-    frame = read_ledger(studio.store, model=studio.model, columns=["label"])
-    counts = frame["label"].astype(str).value_counts().sort_index()
-    return [(str(k), float(v)) for k, v in counts.items()][:30]
 
 
 async def _served(studio: Studio) -> tuple[dict[str, Any] | None, str]:
@@ -153,8 +145,8 @@ def _accuracy_chart(studio: Studio) -> dict[str, Any]:
 def _drift_charts(studio: Studio) -> list[dict[str, Any]]:
     cache: dict[str, Any] = studio.cache.setdefault("flywheel-drift", {})
     if len(cache) > 5000:  # finished buckets accumulate; the references stay
-        for key in [k for k in cache if k.startswith("drift:")]:
-            del cache[key]
+        for key in [k for k in list(cache) if k.startswith("drift:")]:
+            cache.pop(key, None)
     out = []
     for h in fh.drift_history(studio.store, studio.model, cache):
         top = h.top_features()
