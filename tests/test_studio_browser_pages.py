@@ -289,7 +289,7 @@ def test_a_drift_report_opens_under_its_sandboxed_csp(driver: WebDriver, stack: 
     from selenium.webdriver.common.by import By
 
     _open(driver, stack.studio.url, "/flywheel")
-    driver.get_log("browser")  # drop what came before  # type: ignore[attr-defined]
+    console_errors(driver)  # drop what came before
     link = driver.find_elements(By.LINK_TEXT, "drift report")[1]  # a drifted hour
     link.click()
     _wait(driver, lambda d: "/reports/drift/v1" in d.current_url)
