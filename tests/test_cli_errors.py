@@ -1,18 +1,49 @@
-"""Bad input: a one-line error naming problem and fix, non-zero exit, nothing left behind."""
+"""Bad input: a one-line error naming problem and fix, non-zero exit, nothing left behind.
+
+``datawheel run`` refusals that come before any step run ``main()`` in this process
+(:func:`_run_refused`): a child would import torch and compile the pipeline DSL (seconds
+of CPU) only to print one line. The refusals that come from a step (validate) and the
+light commands (datasets, models) run the installed command in a child, as users do."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from cli_helpers import datawheel
+from cli_helpers import datawheel, main_cli
 
 from datawheel.storage import open_store
+
+
+@pytest.fixture
+def run_refused(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Any:
+    """``datawheel run training --local ARGS`` through ``main()`` here, in ``tmp_path`` (its
+    default store and pipeline root are relative), as a CompletedProcess: exit status,
+    stdout, and stderr with any warning the run raised written as Python writes it there."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("DATAWHEEL_CHECKPOINT_DIR", str(tmp_path / "ckpt"))
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            code, out, err = main_cli(capsys, "run", "training", "--local", *args)
+        shown = "".join(
+            warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught
+        )
+        return subprocess.CompletedProcess(["datawheel", "run", *args], code, out, shown + err)
+
+    return run
 
 
 def _keys(store: str) -> list[str]:
@@ -58,12 +89,12 @@ def _table(rows: int = 60, seed: int = 0) -> pd.DataFrame:
     ],
     ids=["missing-file", "no-label-column", "header-only", "zero-bytes"],
 )
-def test_bad_sources(tmp_path: Path, make_source: Any, needles: tuple[str, ...]) -> None:
+def test_bad_sources(
+    tmp_path: Path, run_refused: Any, make_source: Any, needles: tuple[str, ...]
+) -> None:
     store = f"file://{tmp_path / 'store'}"
     source = make_source(tmp_path)
-    proc = datawheel(
-        "run", "training", "--local", "--store", store, "--param", f"source={source}", cwd=tmp_path
-    )
+    proc = run_refused("--store", store, "--param", f"source={source}")
     _assert_one_line_error(proc, *needles)
     assert _keys(store) == []
 
@@ -97,13 +128,11 @@ def _committed(store: str) -> list[str]:
     ids=["one-class", "inf-column", "overflows-float32", "nan-labels", "tiny-class"],
 )
 def test_data_that_cannot_train_fails_before_any_step(
-    tmp_path: Path, frame: pd.DataFrame, needles: tuple[str, ...]
+    tmp_path: Path, run_refused: Any, frame: pd.DataFrame, needles: tuple[str, ...]
 ) -> None:
     store = f"file://{tmp_path / 'store'}"
     source = _csv(tmp_path / "bad.csv", frame)
-    proc = datawheel(
-        "run", "training", "--local", "--store", store, "--param", f"source={source}", cwd=tmp_path
-    )
+    proc = run_refused("--store", store, "--param", f"source={source}")
     line = _assert_one_line_error(proc, f"source {source!r}", "hard anomal", *needles)
     assert "RuntimeWarning" not in proc.stderr  # the float32 overflow is reported, not warned
     assert "Executing task" not in proc.stderr + proc.stdout, line  # refused before ingest
@@ -118,34 +147,27 @@ def test_data_that_cannot_train_fails_before_any_step(
         ("dataset_name=Digits", "--param dataset_name 'Digits' is not valid"),
     ],
 )
-def test_bad_names_fail_before_any_step(tmp_path: Path, param: str, needle: str) -> None:
+def test_bad_names_fail_before_any_step(
+    tmp_path: Path, run_refused: Any, param: str, needle: str
+) -> None:
     store = f"file://{tmp_path / 'store'}"
-    proc = datawheel("run", "training", "--local", "--store", store, "--param", param, cwd=tmp_path)
+    proc = run_refused("--store", store, "--param", param)
     _assert_one_line_error(proc, needle, "lowercase letters")
     assert _keys(store) == []
     assert not (tmp_path / "x").exists()
 
 
-def test_unknown_model_kind(tmp_path: Path) -> None:
+def test_unknown_model_kind(tmp_path: Path, run_refused: Any) -> None:
     store = f"file://{tmp_path / 'store'}"
-    proc = datawheel(
-        "run",
-        "training",
-        "--local",
-        "--store",
-        store,
-        "--param",
-        "model_kind=transformer",
-        cwd=tmp_path,
-    )
+    proc = run_refused("--store", store, "--param", "model_kind=transformer")
     _assert_one_line_error(proc, "unknown model kind 'transformer'", "mlp")
     assert _keys(store) == []
 
 
-def test_bad_parameter_type_and_name(tmp_path: Path) -> None:
-    proc = datawheel("run", "training", "--local", "--param", "epochs=many", cwd=tmp_path)
+def test_bad_parameter_type_and_name(run_refused: Any) -> None:
+    proc = run_refused("--param", "epochs=many")
     _assert_one_line_error(proc, "epochs='many'")
-    proc = datawheel("run", "training", "--local", "--param", "epoch=3", cwd=tmp_path)
+    proc = run_refused("--param", "epoch=3")
     _assert_one_line_error(proc, "unknown parameter 'epoch'")
 
 
@@ -210,30 +232,19 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_unreachable_s3_endpoint(tmp_path: Path) -> None:
+def test_unreachable_s3_endpoint(run_refused: Any) -> None:
     env = {
         "DATAWHEEL_S3_ENDPOINT": f"127.0.0.1:{_free_port()}",
         "AWS_ACCESS_KEY_ID": "k",
         "AWS_SECRET_ACCESS_KEY": "s",
     }
-    proc = datawheel(
-        "run", "training", "--local", "--store", "s3://bucket/p", cwd=tmp_path, env=env, timeout=120
-    )
+    proc = run_refused("--store", "s3://bucket/p", env=env)
     _assert_one_line_error(proc, "cannot reach S3 endpoint", "DATAWHEEL_S3_ENDPOINT")
 
 
-def test_wrong_s3_credentials(tmp_path: Path, seaweedfs: Any) -> None:
+def test_wrong_s3_credentials(run_refused: Any, seaweedfs: Any) -> None:
     env = {**seaweedfs.env(), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    proc = datawheel(
-        "run",
-        "training",
-        "--local",
-        "--store",
-        f"s3://{seaweedfs.bucket}/p",
-        cwd=tmp_path,
-        env=env,
-        timeout=120,
-    )
+    proc = run_refused("--store", f"s3://{seaweedfs.bucket}/p", env=env)
     _assert_one_line_error(proc, "rejected the credentials", "AWS_SECRET_ACCESS_KEY")
 
 
