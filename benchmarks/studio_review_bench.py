@@ -10,6 +10,9 @@ Three measurements, each beside a baseline in the same run:
    new feedback segment arrived (what labeling causes), a deep page, entropy. Baseline: a
    naive page, ``read_ledger`` of both kinds and a per-row Python ranking (sorted() of each
    row's probabilities, a set of labelled ids), recomputed per page as nothing is kept.
+   Also the label-issue queue's page on the bench dataset (500 rows): the first (the
+   cross-validation), again, and after a new feedback segment (the ledger's labelled rows
+   joined again to keep rows already looked at out).
 2. **Time to label 100 items with the keyboard** in headless Chromium (selenium) against real
    `datawheel serve` + `datawheel studio` processes on a digits store trained by the
    pipeline's steps (built once in the work dir): one key per item (digit keys and Enter),
@@ -18,9 +21,10 @@ Three measurements, each beside a baseline in the same run:
    feedback API, one request at a time, no browser and no studio.
 3. **Label-issue queue quality** on digits with 10% of labels flipped (seeds 0-2): precision
    and recall against the flipped rows of cleanlab's ``find_label_issues`` on 5-fold CV
-   probabilities (what the queue uses), beside the CV model's self-confidence alone (the
-   rows whose given label gets p < 0.5; and its lowest k rows, k = as many as cleanlab
-   found, which borrows cleanlab's count) and a random k rows.
+   probabilities (what the queue uses; and with ``filter_by="low_self_confidence"``),
+   beside the CV model's self-confidence alone (the rows whose given label gets p < 0.5;
+   and its lowest k rows, k = as many as cleanlab found, which borrows cleanlab's count)
+   and a random k rows.
 
 Timings only (the quality floors are the tests'). The CPUs may be shared; rerun when
 something else was busy.
@@ -163,8 +167,8 @@ def _timed(fn: Any, repeat: int) -> tuple[float, Any]:
 def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
     from starlette.testclient import TestClient
 
-    from datawheel.studio.app import create_app
     from datawheel.studio.config import StudioConfig
+    from datawheel.studio.webapp import create_app
 
     print(f"\n1. review-queue page (limit 20), in-process app; {os.cpu_count()} CPUs")
     print(f"{'predictions':>12}  {'page':<34}{'ms':>9}")
@@ -195,6 +199,15 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
         deep, _ = _timed(lambda n=n: page(offset=n // 3), 10)
         entropy, _ = _timed(lambda: page("entropy"), 10)
         naive, naive_ids = _timed(lambda store=store: _naive_page(store, 20, 0), 3)
+
+        def issues(client: TestClient = client) -> None:
+            q = {"queue": "issues", "limit": 20}
+            assert client.get("/api/review", params=q).status_code == 200
+
+        issues_first, _ = _timed(issues, 1)
+        issues_again, _ = _timed(issues, 5)
+        _feedback(store, [it["id"] for it in page()["items"]], DAY + n + 2000, "9")
+        issues_new, _ = _timed(issues, 1)
         assert naive_ids[:5] == [it["id"] for it in first["items"]][:5], "rankings differ"
         rows = [
             ("datawheel, first (parse segments)", cold),
@@ -203,6 +216,9 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
             (f"datawheel, deep (offset {n // 3:,})", deep),
             ("datawheel, entropy", entropy),
             ("naive read_ledger + Python rank", naive),
+            ("issues queue, first (5-fold CV)", issues_first),
+            ("issues queue, again (cached)", issues_again),
+            ("issues queue, after a new label seg.", issues_new),
         ]
         for name, ms in rows:
             print(f"{n:>12,}  {name:<34}{ms:>9.1f}")
@@ -233,8 +249,8 @@ def bench_browser(work: Path, items: int) -> None:
     run.mkdir()
     print(f"\n2. labeling {items} items with the keyboard, headless Chromium, real processes")
     with start_stack(f"file://{template}", run) as stack, chrome() as driver:
-        a, _ = digits_rows(items + 20, offset=0)
-        b, _ = digits_rows(items + 20, offset=1000)
+        a, _ = digits_rows(2 * items + 20, offset=0)
+        b, _ = digits_rows(2 * items + 20, offset=1797 - 2 * items - 20)
         status, doc = stack.server.post(
             "/v2/models/digits/infer", infer_body((0.5 * a + 0.5 * b).astype(np.float32))
         )
@@ -288,6 +304,7 @@ def bench_browser(work: Path, items: int) -> None:
 
 
 def bench_issues(seeds: list[int]) -> None:
+    from cleanlab.filter import find_label_issues
     from sklearn.datasets import load_digits
 
     from datawheel.studio.label_issues import find_issues
@@ -309,8 +326,10 @@ def bench_issues(seeds: list[int]) -> None:
         by_conf = np.argsort(issues.quality, kind="stable")[:k]
         below = np.flatnonzero(issues.quality < 0.5)
         random_k = rng.choice(n, k, replace=False)
+        strict = find_label_issues(y, issues.pred_probs, filter_by="low_self_confidence", n_jobs=1)
         for name, picked, s in (
             ("cleanlab find_label_issues (the queue)", issues.order, issues.seconds),
+            ("cleanlab, filter_by=low_self_confidence", np.asarray(strict), 0.0),
             ("CV self-confidence < 0.5", below, 0.0),
             ("CV self-confidence, lowest k (cleanlab's k)", by_conf, 0.0),
             ("random k rows", random_k, 0.0),

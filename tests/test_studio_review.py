@@ -266,3 +266,13 @@ def test_class_keys_are_digits_or_letters_without_s_and_u() -> None:
     many = class_keys([f"c{i}" for i in range(30)])
     assert len(many) == 24 and not {"s", "u"} & set(many.values())
     assert class_keys(["1", "12"]) == {"1": "a", "12": "b"}
+
+
+def test_tabular_inputs_show_categories_as_text() -> None:
+    from datawheel.flywheel.rows import ServedVersion
+    from datawheel.studio.review_queue import _inputs
+
+    sv = ServedVersion("v1", ["n", "c"], ["a", "b"], categories={"c": ["x", "y"]})
+    assert _inputs(sv, [1.5, 2.0]) == [1.5, "y"]
+    assert _inputs(sv, [float("nan"), 0.0]) == [None, None]  # missing; code 0 is "other"
+    assert _inputs(ServedVersion("v9"), [0.25, 1.0]) == [0.25, 1.0]  # unregistered: as sent

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,7 @@ from datawheel.errors import DatawheelError
 from datawheel.flywheel.ledger_join import join_predictions, read_labels
 from datawheel.flywheel.merge import content_keys
 from datawheel.flywheel.rows import production_rows
+from datawheel.serving.ledger.segments import segment_prefix
 from datawheel.storage import Store
 from datawheel.studio.context import Studio
 from datawheel.studio.review_queue import sent_ids
@@ -165,24 +166,43 @@ def _issues(studio: Studio, dv: ds.DatasetVersion) -> tuple[pd.DataFrame, Issues
         return cache[key]
 
 
+@dataclass
+class _Seen:
+    """The content keys of the labelled predictions joined so far, for one dataset version."""
+
+    version: str
+    feedback: frozenset[str] = frozenset()  # feedback segments taken into account
+    predictions: frozenset[str] = frozenset()
+    ids: set[str] = field(default_factory=set)  # labelled predictions already joined
+    keys: set[bytes] = field(default_factory=set)
+    unmatched: int = 0  # labels whose prediction was not in the ledger yet
+
+
 def _seen_keys(studio: Studio, dv: ds.DatasetVersion) -> set[bytes]:
-    """Content keys (dataset feature order) of every labelled prediction in the ledger;
-    cached until the ledger's listing changes."""
+    """Content keys (the dataset's feature order and categories) of every labelled prediction
+    in the ledger. Incremental: only labels not joined before are joined (reading the
+    prediction segments from the day their ids were issued), when a feedback segment is new,
+    or a prediction segment is new while some label still had no prediction."""
     store, model = studio.store, studio.model
-    listing = tuple(store.list(f"ledger/feedback/model={model}")) + tuple(
-        store.list(f"ledger/predictions/model={model}")
-    )
-    cached = studio.cache.get("label_issues_seen")
-    if cached is not None and cached[0] == (dv.version, listing):
-        keys: set[bytes] = cached[1]
-        return keys
-    labels = read_labels(store, model, None, time.time() + 60.0)
-    joined = join_predictions(store, model, labels, time.time() + 60.0)
+    seen = studio.cache.get("label_issues_seen")
+    if not isinstance(seen, _Seen) or seen.version != dv.version:
+        seen = studio.cache["label_issues_seen"] = _Seen(dv.version)
+    feedback = frozenset(store.list(segment_prefix("feedback", model)))
+    predictions = frozenset(store.list(segment_prefix("predictions", model)))
+    if feedback == seen.feedback and (not seen.unmatched or predictions == seen.predictions):
+        return seen.keys
+    until = time.time() + 60.0
+    labels = read_labels(store, model, None, until)
+    labels.frame = labels.frame[~labels.frame["id"].isin(seen.ids)].reset_index(drop=True)
+    joined = join_predictions(store, model, labels, until)
     vocab = {f: list(c) for f, c in dataset_vocab(dv).items()}
     rows = production_rows(store, model, joined, dv.features, dv.classes, vocab)
-    keys = {bytes(k) for k in content_keys(rows.x)} if len(rows) else set()
-    studio.cache["label_issues_seen"] = ((dv.version, listing), keys)
-    return keys
+    if len(rows):
+        seen.keys |= {bytes(k) for k in content_keys(rows.x)}
+    for meta, _ in joined.blocks.values():
+        seen.ids.update(meta["id"].astype(str))
+    seen.feedback, seen.predictions, seen.unmatched = feedback, predictions, joined.unmatched
+    return seen.keys
 
 
 def issue_page(studio: Studio, limit: int, offset: int) -> dict[str, Any]:
@@ -208,6 +228,7 @@ def issue_page(studio: Studio, limit: int, offset: int) -> dict[str, Any]:
                 "index": i,
                 "version": f"{dv.name}@{dv.version}",
                 "inputs": [_value(row[f]) for f in dv.features],
+                "features": dv.features,
                 "given": str(row[dv.label]),
                 "predicted": dv.classes[int(np.argmax(probs))],
                 "probabilities": [float(p) for p in probs],

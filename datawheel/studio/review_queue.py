@@ -27,7 +27,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from datawheel.flywheel.rows import served_version
+from datawheel.data.categorical import decode_column
+from datawheel.flywheel.rows import ServedVersion, served_version
 from datawheel.serving.ledger.records import SCHEMAS
 from datawheel.serving.ledger.segments import segment_prefix, with_added_columns
 from datawheel.storage import KeyNotFoundError, Store
@@ -41,6 +42,7 @@ __all__ = [
     "margin_entropy",
     "remember_label",
     "sent_ids",
+    "served",
     "uncertain_page",
     "version_classes",
 ]
@@ -261,16 +263,18 @@ def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str
     for i in picked.tolist():
         part = int(np.searchsorted(rows["starts"], i, side="right")) - 1
         rec = rows["parts"][part].slice(i - int(rows["starts"][part]), 1).to_pylist()[0]
+        sv = served(studio, str(rec["version"]))
         items.append(
             {
                 "id": rec["id"],
                 "ts": rec["ts"],
                 "version": rec["version"],
                 "variant": rec["variant"],
-                "inputs": _finite(rec["inputs"] or []),
+                "inputs": _inputs(sv, rec["inputs"] or []),
+                "features": sv.features,
                 "predicted": rec["label"],
                 "probabilities": _finite(rec["probabilities"] or []),
-                "classes": version_classes(studio, str(rec["version"])),
+                "classes": sv.classes,
                 "confidence": float(rows["confidence"][i]),
                 "score": float(score[i]),
             }
@@ -282,13 +286,28 @@ def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str
     }
 
 
-def version_classes(studio: Studio, version: str) -> list[str] | None:
-    """The class names of ``model:version`` (its registered transform), cached; None if the
-    registry does not have them."""
-    known: dict[str, list[str] | None] = studio.cache.setdefault("version_classes", {})
+def served(studio: Studio, version: str) -> ServedVersion:
+    """What the registry says of ``model:version`` (features, classes, categories), cached."""
+    known: dict[str, ServedVersion] = studio.cache.setdefault("served_versions", {})
     if version not in known:
-        known[version] = served_version(studio.store, studio.model, version).classes
+        known[version] = served_version(studio.store, studio.model, version)
     return known[version]
+
+
+def version_classes(studio: Studio, version: str) -> list[str] | None:
+    """The class names of ``model:version``; None if the registry does not have them."""
+    return served(studio, version).classes
+
+
+def _inputs(sv: ServedVersion, values: list[float]) -> list[Any]:
+    """A ledger row's inputs as a person reads them: numbers (null when missing), and each
+    categorical code of the serving version as its category (null: missing or other)."""
+    out: list[Any] = _finite(values)
+    if sv.features and sv.categories and len(values) == len(sv.features):
+        for j, f in enumerate(sv.features):
+            if f in sv.categories:
+                out[j] = decode_column(np.asarray([values[j]]), sv.categories[f])[0]
+    return out
 
 
 def _finite(values: list[float]) -> list[float | None]:

@@ -209,7 +209,7 @@
     const input = el("div", "input");
     const values = item.inputs || [];
     if (state.input.kind === "image") input.appendChild(drawImage(values, state.input.shape));
-    else input.appendChild(drawTable(values, state.input.features || []));
+    else input.appendChild(drawTable(values, item.features || state.input.features || []));
     box.appendChild(input);
     if (!current) return box;
     const side = el("div", "details");
