@@ -326,7 +326,13 @@ def bench_issues(seeds: list[int]) -> None:
         by_conf = np.argsort(issues.quality, kind="stable")[:k]
         below = np.flatnonzero(issues.quality < 0.5)
         random_k = rng.choice(n, k, replace=False)
-        strict = find_label_issues(y, issues.pred_probs, filter_by="low_self_confidence", n_jobs=1)
+        strict = find_label_issues(
+            y,
+            issues.pred_probs,
+            filter_by="low_self_confidence",
+            return_indices_ranked_by="self_confidence",
+            n_jobs=1,
+        )
         for name, picked, s in (
             ("cleanlab find_label_issues (the queue)", issues.order, issues.seconds),
             ("cleanlab, filter_by=low_self_confidence", np.asarray(strict), 0.0),
