@@ -352,6 +352,21 @@ def test_the_gateway_route_reaches_the_studio_under_studio(dashboard: Docs) -> N
     assert route["destination"]["port"] == {"number": service["spec"]["ports"][0]["port"]}
 
 
+def test_behind_the_gateway_the_studio_links_under_the_prefix_and_may_be_framed(
+    dashboard: Docs,
+) -> None:
+    """The prefix the VirtualService matches (and takes off) is the studio's --root-path,
+    and the dashboard, which frames it, may: both flags parse with the real command."""
+    args = _container(dashboard)["args"]
+    prefix = dashboard[("VirtualService", NAME)]["spec"]["http"][0]["match"][0]["uri"]["prefix"]
+    assert f"--root-path={prefix.rstrip('/')}" in args and "--allow-framing" in args
+    ctx = studio.make_context("studio", args[1:])
+    assert ctx.params["root_path"] == "/studio" and ctx.params["allow_framing"] is True
+    # the plain overlays keep the studio at / and unframeable
+    plain = _container(_docs("kubeflow"))["args"]
+    assert not [a for a in plain if a.startswith(("--root-path", "--allow-framing"))]
+
+
 def test_only_the_ingress_gateway_may_call_the_studio_in_the_mesh(dashboard: Docs) -> None:
     spec = dashboard[("AuthorizationPolicy", NAME)]["spec"]
     labels = dashboard[("Deployment", NAME)]["spec"]["template"]["metadata"]["labels"]

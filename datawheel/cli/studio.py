@@ -9,7 +9,13 @@ import click
 
 from datawheel.cli.output import store_option
 from datawheel.storage import open_store
-from datawheel.studio.config import SERVE_TOKEN_ENV, StudioConfig, check_serve_url, studio_token
+from datawheel.studio.config import (
+    SERVE_TOKEN_ENV,
+    StudioConfig,
+    check_root_path,
+    check_serve_url,
+    studio_token,
+)
 
 __all__ = ["studio"]
 
@@ -26,7 +32,28 @@ __all__ = ["studio"]
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=8090, show_default=True, type=click.IntRange(0, 65535))
-def studio(store: str | None, model: str, serve_url: str | None, host: str, port: int) -> None:
+@click.option(
+    "--root-path",
+    default="",
+    metavar="PATH",
+    help="The path prefix a proxy serves the studio under (it strips it before passing the "
+    "request on), e.g. /studio behind Kubeflow's gateway: every link carries it.",
+)
+@click.option(
+    "--allow-framing",
+    is_flag=True,
+    help="Let pages of the studio's own origin show it in a frame (the Kubeflow central "
+    "dashboard's menu does); other sites still may not.",
+)
+def studio(
+    store: str | None,
+    model: str,
+    serve_url: str | None,
+    host: str,
+    port: int,
+    root_path: str,
+    allow_framing: bool,
+) -> None:
     """Serve the studio: / (overview), /try, /review and /flywheel.
 
     Labeling needs a token: $DATAWHEEL_STUDIO_TOKEN, else $DATAWHEEL_SERVE_TOKEN (which also
@@ -56,12 +83,14 @@ def studio(store: str | None, model: str, serve_url: str | None, host: str, port
         token=token,
         serve_token=os.environ.get(SERVE_TOKEN_ENV) or None,
         generated_token=generated,
+        root_path=check_root_path(root_path),
+        allow_framing=allow_framing,
     )
     app = create_app(config, store=the_store)
     server = uvicorn.Server(
         uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
     )
-    shown = f"http://{host if ':' not in host else f'[{host}]'}:{port}/"
+    shown = f"http://{host if ':' not in host else f'[{host}]'}:{port}{config.root_path}/"
     click.echo(f"studio: serving {model} from {uri} at {shown}", err=False)
     if generated:
         click.echo(f"studio: labeling token (no $DATAWHEEL_STUDIO_TOKEN set): {token}")

@@ -15,6 +15,7 @@ __all__ = [
     "TOKEN_ENV",
     "TOKEN_FILE_ENV",
     "StudioConfig",
+    "check_root_path",
     "check_serve_url",
     "studio_token",
 ]
@@ -35,6 +36,8 @@ class StudioConfig:
     token: str  # what labeling needs; see studio_token
     serve_token: str | None = None  # the bearer token the model server wants, if any
     generated_token: bool = False  # True: nobody set one, the studio made it up at start
+    root_path: str = ""  # the path prefix a proxy serves the studio under, e.g. /studio
+    allow_framing: bool = False  # let pages of this origin frame it (Kubeflow's dashboard)
 
 
 def studio_token(environ: Mapping[str, str] | None = None) -> tuple[str, bool]:
@@ -63,6 +66,17 @@ def studio_token(environ: Mapping[str, str] | None = None) -> tuple[str, bool]:
                 )
             return value.strip(), False
     return secrets.token_urlsafe(18), True
+
+
+def check_root_path(path: str) -> str:
+    """``""`` or ``/a/b`` (no trailing slash): the prefix every link of the studio carries."""
+    path = path.strip().rstrip("/")
+    if path and (not path.startswith("/") or "//" in path or any(c in path for c in "?#\"' <>")):
+        raise DatawheelError(
+            f"--root-path {path!r} is not a URL path",
+            "pass the prefix the proxy serves the studio under, e.g. --root-path /studio",
+        )
+    return path
 
 
 def check_serve_url(url: str | None) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from datawheel.studio.config import StudioConfig
 from datawheel.studio.security import Guard
 from datawheel.studio.serve_client import ServeClient
 
-__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Studio"]
+__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Studio", "with_root"]
 
 _HERE = Path(__file__).parent
 TEMPLATE_DIR = _HERE / "templates"
@@ -50,6 +51,7 @@ class Studio:
     ) -> HTMLResponse:
         """``template`` rendered with what base.html needs (nav, model, csrf, login state)."""
         base = {
+            "root": self.config.root_path,
             "nav": NAV,
             "path": request.url.path,
             "model": self.config.model,
@@ -60,4 +62,28 @@ class Studio:
         response: HTMLResponse = self.templates.TemplateResponse(
             request, template, {**base, **context}, status_code=status_code
         )
+        if self.config.root_path:  # behind a proxy under a prefix: every site link carries it
+            body = bytes(response.body).decode()
+            response = HTMLResponse(
+                with_root(body, self.config.root_path), status_code, headers=_kept(response)
+            )
         return response
+
+    def url(self, path: str) -> str:
+        """``path`` (``/...``) as the browser must ask for it: under the root path."""
+        return self.config.root_path + path
+
+
+_SITE_LINK = re.compile(r'(\s(?:href|src|action|formaction|data-[a-z-]*url)=")/(?!/)')
+
+
+def with_root(html: str, root: str) -> str:
+    """Every site-absolute link of ``html`` (``href="/..."``, ``src``, ``action``) under
+    ``root``; other hosts' links and ``//`` links stay as they are."""
+    return _SITE_LINK.sub(lambda m: f"{m.group(1)}{root}/", html)
+
+
+def _kept(response: HTMLResponse) -> dict[str, str]:
+    return {
+        k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
+    }

@@ -28,6 +28,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 __all__ = [
     "CSP",
     "CSRF_COOKIE",
+    "FRAMED_HEADERS",
+    "HEADERS",
     "SESSION_COOKIE",
     "Guard",
     "SecurityMiddleware",
@@ -47,6 +49,13 @@ HEADERS = {
     "x-frame-options": "DENY",
     "referrer-policy": "no-referrer",
     "cross-origin-opener-policy": "same-origin",
+}
+#: With ``--allow-framing`` (the Kubeflow central dashboard shows apps in a frame of its own
+#: origin): pages of this origin may frame the studio; no other site may.
+FRAMED_HEADERS = {
+    **HEADERS,
+    "content-security-policy": CSP.replace("frame-ancestors 'none'", "frame-ancestors 'self'"),
+    "x-frame-options": "SAMEORIGIN",
 }
 _SESSION_DAYS = 7
 
@@ -114,8 +123,9 @@ def safe_next(target: str | None) -> str:
 class SecurityMiddleware:
     """Adds the security headers to every answer and the ``dw_csrf`` nonce to every visitor."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, allow_framing: bool = False) -> None:
         self.app = app
+        self.headers = FRAMED_HEADERS if allow_framing else HEADERS
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -133,7 +143,7 @@ class SecurityMiddleware:
             if message["type"] == "http.response.start":
                 headers: list[Any] = list(message.get("headers", []))
                 names = {k.lower() for k, _ in headers}
-                for name, value in HEADERS.items():
+                for name, value in self.headers.items():
                     if name.encode() not in names:
                         headers.append((name.encode(), value.encode()))
                 if fresh:

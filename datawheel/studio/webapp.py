@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from datawheel.errors import DatawheelError
 from datawheel.storage import Store, StoreError, open_store
@@ -112,14 +113,14 @@ def create_app(config: StudioConfig, *, store: Store | None = None) -> Starlette
                 error="That token is not right. Use $DATAWHEEL_STUDIO_TOKEN (or the one the "
                 "studio printed when it started).",
             )
-        response = RedirectResponse(target, status_code=303)
+        response = RedirectResponse(studio.url(target), status_code=303)
         studio.guard.set_session(response, request)
         return response
 
     async def logout(request: Request) -> Response:
         form = await request.form()
         studio.guard.check_csrf(request, str(form.get("csrf", "")))
-        response = RedirectResponse("/", status_code=303)
+        response = RedirectResponse(studio.url("/"), status_code=303)
         response.delete_cookie("dw_session")
         return response
 
@@ -161,7 +162,7 @@ def create_app(config: StudioConfig, *, store: Store | None = None) -> Starlette
     ]
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(SecurityMiddleware)],
+        middleware=[Middleware(SecurityMiddleware, allow_framing=config.allow_framing)],
         exception_handlers={
             HTTPException: http_error,
             DatawheelError: datawheel_error,
@@ -169,4 +170,21 @@ def create_app(config: StudioConfig, *, store: Store | None = None) -> Starlette
         },
     )
     app.state.studio = studio
+    if config.root_path:
+        app.add_middleware(_StripRoot, root=config.root_path)
     return app
+
+
+class _StripRoot:
+    """Requests that still carry the root path (a proxy that does not strip it, or the
+    address `datawheel studio` prints) reach the same routes as stripped ones."""
+
+    def __init__(self, app: ASGIApp, root: str) -> None:
+        self.app, self.root = app, root
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == self.root or path.startswith(self.root + "/")):
+            scope = {**scope, "path": path[len(self.root) :] or "/"}
+            scope["raw_path"] = scope["path"].encode()
+        await self.app(scope, receive, send)

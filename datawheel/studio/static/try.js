@@ -56,7 +56,7 @@
       return null;
     }
     ort.env.wasm.numThreads = 1;
-    ort.env.wasm.wasmPaths = "/static/vendor/onnxruntime-web/";
+    ort.env.wasm.wasmPaths = dw.url("/static/vendor/onnxruntime-web/");
     const answer = await fetch("/api/model.onnx", { credentials: "same-origin" });
     if (!answer.ok) {
       let doc = {};
