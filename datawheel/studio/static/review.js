@@ -45,7 +45,7 @@
   function needLogin(message) {
     status(message + " ", "error");
     const link = el("a", "", "Log in to label");
-    link.href = root.dataset.login || "/login?next=/review";
+    link.href = window.dw.url(root.dataset.login || "/login?next=/review");
     link.id = "review-login-link";
     $("review-status").appendChild(link);
   }
@@ -320,7 +320,7 @@
     }
     $("review-by").disabled = queue !== "uncertain";
     const q = new URLSearchParams({ queue, by });
-    window.history.replaceState(null, "", "/review?" + q.toString());
+    window.history.replaceState(null, "", window.dw.url("/review?" + q.toString()));
     showProgress();
     render();
     status(queue === "issues" ? "Finding likely label errors (cross-validation)…" : "Loading the queue…");
