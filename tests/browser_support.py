@@ -44,6 +44,7 @@ class StudioProcess:
     model: str = "digits"
     serve_url: str | None = None
     env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)  # more `datawheel studio` options
     port: int = 0
     proc: subprocess.Popen[str] | None = None
     log_path: Path | None = None
@@ -59,6 +60,7 @@ class StudioProcess:
         cmd += ["--port", str(self.port)]
         if self.serve_url:
             cmd += ["--serve-url", self.serve_url]
+        cmd += self.args
         env = {**os.environ, "DATAWHEEL_STUDIO_TOKEN": TOKEN, **self.env}
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)

@@ -207,3 +207,34 @@ def test_the_tabular_form_shows_names_as_text_and_both_answers_agree(
     finally:
         studio.stop()
         server.stop()
+
+
+def test_under_a_root_path_the_page_loads_everything_and_answers(
+    driver: WebDriver, stack: Stack, tmp_path: Path
+) -> None:
+    """As behind Kubeflow's gateway (--root-path /studio): styles, scripts, the ONNX model and
+    onnxruntime-web's WebAssembly all load under the prefix, and both answers come back."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    prefixed = StudioProcess(
+        store=stack.store, serve_url=stack.server.url, args=["--root-path", "/studio"]
+    ).start(tmp_path)
+    try:
+        driver.get_log("browser")  # type: ignore[attr-defined]  # drop earlier pages' lines
+        driver.get(f"{prefixed.url}/studio/try")
+        _wait(driver, lambda d: "Ready" in _text(d, "edge-status"))
+        header = driver.find_element(By.CSS_SELECTOR, "header.top")
+        assert header.value_of_css_property("display") == "flex"  # studio.css was applied
+        canvas = driver.find_element(By.ID, "draw")
+        actions = ActionChains(driver).move_to_element_with_offset(canvas, 0, -80).click_and_hold()
+        for _ in range(16):
+            actions.move_by_offset(0, 10)
+        actions.release().perform()
+        _wait(driver, lambda d: _answered(d, ""))
+        assert driver.find_element(By.ID, "edge-agree").get_attribute("data-agree") == "true"
+        nav = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "nav a")]
+        assert nav and all("/studio/" in str(h) for h in nav)
+        assert not console_errors(driver)
+    finally:
+        prefixed.stop()
