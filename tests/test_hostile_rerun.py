@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_helpers import run_json
 from digits_data import raw_split
 
 from datawheel import registry
@@ -189,21 +188,6 @@ def test_a_local_run_that_fills_the_disk_fails_at_once(tmp_path: Path, tiny_disk
     assert not (tiny_disk / "store" / "models").exists()
 
 
-def test_rerunning_the_pipeline_reuses_the_model(
-    tmp_path: Path,
-) -> None:
-    fast = ("--param", "epochs=2")
-    s1 = f"file://{tmp_path / 's1'}"
-    first = run_json("--store", s1, *fast, cwd=tmp_path)["summary"]
-    assert (first["model_version"], first["alias"], first["reused"]) == ("v1", "champion", False)
-    again = run_json("--store", s1, *fast, cwd=tmp_path)
-    s = again["summary"]
-    assert (s["model_version"], s["alias"], s["reused"]) == ("v1", "champion", True), s
-    assert s["metrics"]["resumed_from_epoch"] == 2 and s["metrics"]["epochs_trained"] == 0
-    assert "samples_per_second" not in s["metrics"]
-    assert "reused it, registered nothing new" in again["progress"]
-    assert [m.version for m in registry.list_versions(LocalStore(tmp_path / "s1"), "digits")] == [
-        "v1"
-    ]
-    # (that another store never resumes this checkpoint is
-    # test_the_checkpoint_is_keyed_by_store_data_and_config, without a third pipeline run)
+# That re-running the pipeline on a store reuses its model (no new version, resumed from
+# the finished checkpoint) is test_pipeline_local.py's test_rerunning_the_pipeline_reuses_the_model,
+# on the runs that file makes anyway.
