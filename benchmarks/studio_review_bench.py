@@ -183,7 +183,12 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
         def page(
             by: str = "margin", offset: int = 0, client: TestClient = client
         ) -> dict[str, Any]:
-            q = {"queue": "uncertain", "by": by, "limit": 20, "offset": offset}
+            q: dict[str, str | int] = {
+                "queue": "uncertain",
+                "by": by,
+                "limit": 20,
+                "offset": offset,
+            }
             answer = client.get("/api/review", params=q)
             assert answer.status_code == 200, answer.text
             doc: dict[str, Any] = answer.json()
@@ -201,7 +206,7 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
         naive, naive_ids = _timed(lambda store=store: _naive_page(store, 20, 0), 3)
 
         def issues(client: TestClient = client) -> None:
-            q = {"queue": "issues", "limit": 20}
+            q: dict[str, str | int] = {"queue": "issues", "limit": 20}
             assert client.get("/api/review", params=q).status_code == 200
 
         issues_first, _ = _timed(issues, 1)
@@ -229,11 +234,20 @@ def bench_queue(work: Path, sizes: list[int], segment_rows: int) -> None:
 
 
 def bench_browser(work: Path, items: int) -> None:
-    from browser_support import chrome, console_errors, login, start_stack
+    from browser_support import (  # type: ignore[import-not-found]  # tests/, on sys.path
+        chrome,
+        console_errors,
+        login,
+        start_stack,
+    )
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
-    from serving_support import build_model_store, digits_rows, infer_body
+    from serving_support import (  # type: ignore[import-not-found]  # tests/, on sys.path
+        build_model_store,
+        digits_rows,
+        infer_body,
+    )
 
     from datawheel.serving.ledger.reader import read_ledger
     from datawheel.storage import open_store
@@ -276,7 +290,11 @@ def bench_browser(work: Path, items: int) -> None:
             before = current()
             labelled.add(before)
             ActionChains(driver).send_keys(str(i % 10) if i % 3 else Keys.ENTER).perform()
-            WebDriverWait(driver, 30).until(lambda d, before=before: current() != before)
+
+            def moved(_: Any, before: str = before) -> bool:
+                return bool(current() != before)
+
+            WebDriverWait(driver, 30).until(moved)
         keyed = time.perf_counter() - start
         while not labelled <= set(read_ledger(store, model="digits", kind="feedback")["id"]):
             time.sleep(0.1)

@@ -267,7 +267,7 @@ def test_a_named_checkpoint_volume_is_still_mounted(tmp_path: Path) -> None:
     step = dsl.component(step)
 
     def p():  # type: ignore[no-untyped-def]
-        on_cluster(step(), "train", platform)
+        on_cluster(step(), "train", platform)  # type: ignore[no-untyped-call]
 
     p = dsl.pipeline(p)
 
