@@ -13,8 +13,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from serving_support import DATAWHEEL, ServerProcess, copy_store, free_port
+from serving_support import DATAWHEEL, ServerProcess, copy_store, free_port, wait_ready
 
 if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
@@ -64,17 +62,8 @@ class StudioProcess:
         env = {**os.environ, "DATAWHEEL_STUDIO_TOKEN": TOKEN, **self.env}
         log = self.log_path.open("a")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"studio exited {self.proc.returncode}: {self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"studio did not get ready: {self.log()}")
+        wait_ready(self.proc, f"{self.url}/healthz", self.log, "studio", timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path else ""

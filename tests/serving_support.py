@@ -128,6 +128,45 @@ def digits_rows(n: int = 32, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, np.asarray(data.target)[offset : offset + n]
 
 
+def wait_ready(
+    proc: subprocess.Popen[str], url: str, log: Any, what: str, timeout: float = 60
+) -> None:
+    """Wait until ``url`` answers 200; RuntimeError with ``log()`` if ``proc`` exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited {proc.returncode}: {log()}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not get ready: {log()}")
+
+
+def table_model_store(
+    root: Path, frame: Any, name: str, label: str, *, epochs: int, batch_size: int = 32
+) -> str:
+    """A store with model ``name`` v1 (champion), an MLP trained by the pipeline's own steps
+    on the table ``frame`` (its ``label`` column the class)."""
+    uri, work = f"file://{root}", root.parent
+    os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(work / "ckpt"))
+    frame.to_csv(work / f"{name}.csv", index=False)
+    ingest_step(uri, str(work / f"{name}.csv"), name, label, 16, str(work / "m.json"))
+    dv = json.loads((work / "m.json").read_text())
+    validate_step(uri, name, dv["version"], str(work / "validation.md"))
+    prep_step(uri, name, dv["version"], 0, str(work / "splits"))
+    train_step(
+        str(work / "splits"), str(work / "model"), _Sink(), model_kind="mlp", epochs=epochs,
+        batch_size=batch_size, learning_rate=1e-2, seed=0,
+    )  # fmt: skip
+    evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})
+    register_step(uri, name, str(work / "model"), name, dv["version"], evaluation, "challenger")
+    registry.promote(LocalStore(root), name, "v1", alias="champion")
+    return uri
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -171,17 +210,8 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env={**os.environ, **self.env}
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log()}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/v2/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not get ready: {self.log()}")
+        wait_ready(self.proc, f"{self.url}/v2/health/ready", self.log, "server", timeout)
+        return self
 
     def log(self) -> str:
         return self.log_path.read_text()[-3000:] if self.log_path else ""

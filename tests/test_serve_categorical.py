@@ -7,8 +7,6 @@ served as TorchScript and as ONNX (the categorical encoder and the imputation in
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,17 +15,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import tritonclient.http as triton
-from serving_support import ServerProcess, _Sink
+from serving_support import ServerProcess, table_model_store
 from tritonclient.utils import InferenceServerException
 
-from datawheel import registry
 from datawheel.data.transform import Transform
-from datawheel.orchestration.ingest import ingest_step
-from datawheel.orchestration.prep import prep_step
-from datawheel.orchestration.register import register_step
-from datawheel.orchestration.train import train_step
-from datawheel.orchestration.validate import validate_step
-from datawheel.storage import LocalStore
 from datawheel.training.export import load_exported
 
 ISLANDS = ["Biscoe", "Dream", "Torgersen"]
@@ -45,23 +36,7 @@ def _table(n: int = 360) -> pd.DataFrame:
 
 
 def _build(root: Path) -> str:
-    uri = f"file://{root}"
-    work = root.parent
-    os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(work / "ckpt"))
-    _table().to_csv(work / "penguins.csv", index=False)
-    ingest_step(uri, str(work / "penguins.csv"), "penguins", "species", 16, str(work / "m.json"))
-    dv = json.loads((work / "m.json").read_text())
-    validate_step(uri, "penguins", dv["version"], str(work / "validation.md"))
-    prep_step(uri, "penguins", dv["version"], 0, str(work / "splits"))
-    train_step(
-        str(work / "splits"), str(work / "model"), _Sink(), model_kind="mlp", epochs=30,
-        batch_size=32, learning_rate=1e-2, seed=0,
-    )  # fmt: skip
-    evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})
-    model = str(work / "model")
-    register_step(uri, "penguins", model, "penguins", dv["version"], evaluation, "challenger")
-    registry.promote(LocalStore(root), "penguins", "v1", alias="champion")
-    return uri
+    return table_model_store(root, _table(), "penguins", "species", epochs=30)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
 import time
 from collections.abc import Iterator
@@ -21,20 +20,15 @@ import pandas as pd
 import pytest
 from serving_support import (
     ServerProcess,
-    _Sink,
     copy_store,
     digits_rows,
     reference_probabilities,
     rewrite_card,
+    table_model_store,
 )
 from starlette.testclient import TestClient
 
 from datawheel import registry
-from datawheel.orchestration.ingest import ingest_step
-from datawheel.orchestration.prep import prep_step
-from datawheel.orchestration.register import register_step
-from datawheel.orchestration.train import train_step
-from datawheel.orchestration.validate import validate_step
 from datawheel.serving.ledger.reader import read_ledger
 from datawheel.storage import LocalStore
 from datawheel.studio.config import StudioConfig
@@ -246,26 +240,12 @@ def test_without_a_server_the_page_says_how_and_predict_is_409(
 
 def tabular_store(root: Path) -> str:
     """A 3-class table with a numeric feature named like a script and a categorical one."""
-    uri, work = f"file://{root}", root.parent
-    os.environ.setdefault("DATAWHEEL_CHECKPOINT_DIR", str(work / "ckpt"))
     rng = np.random.default_rng(0)
     island = rng.choice(["Biscoe", "Dream", "Torgersen"], 240)
     bill = rng.normal(44.0, 5.0, 240).round(1)
     species = np.where(island == "Biscoe", "Gentoo", np.where(bill > 44, "Chinstrap", "Adelie"))
     frame = pd.DataFrame({XSS: bill, "island": island, "species": species})
-    frame.to_csv(work / "table.csv", index=False)
-    ingest_step(uri, str(work / "table.csv"), "xss", "species", 16, str(work / "m.json"))
-    dv = json.loads((work / "m.json").read_text())
-    validate_step(uri, "xss", dv["version"], str(work / "validation.md"))
-    prep_step(uri, "xss", dv["version"], 0, str(work / "splits"))
-    train_step(
-        str(work / "splits"), str(work / "model"), _Sink(), model_kind="mlp", epochs=3,
-        batch_size=32, learning_rate=1e-2, seed=0,
-    )  # fmt: skip
-    evaluation = json.dumps({"metrics": {}, "extra": {}, "decision": "promote", "reason": "test"})
-    register_step(uri, "xss", str(work / "model"), "xss", dv["version"], evaluation, "challenger")
-    registry.promote(LocalStore(root), "xss", "v1", alias="champion")
-    return uri
+    return table_model_store(root, frame, "xss", "species", epochs=3)
 
 
 @pytest.fixture(scope="module")
