@@ -138,6 +138,10 @@ def test_serving_pod_is_probed_limited_and_locked_down(overlay: str) -> None:
     assert secrets["datawheel-feedback-key"]["optional"] is True  # else the store's key
 
 
+def hpa_min(overlay: str) -> int:
+    return int(_one(overlay, "HorizontalPodAutoscaler", "datawheel-serve")["spec"]["minReplicas"])
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_selectors_match_the_pods(overlay: str) -> None:
     pod_labels = _serve_pod(overlay)["metadata"]["labels"]
@@ -150,6 +154,10 @@ def test_selectors_match_the_pods(overlay: str) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "http"
     pdb = _one(overlay, "PodDisruptionBudget", "datawheel-serve")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    # a drain can always proceed, even at one replica (gpu, local): never minAvailable >= min
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
+    assert hpa_min(overlay) >= 1
     policy = _one(overlay, "NetworkPolicy", "datawheel-serve")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels.items()
     assert policy["spec"]["ingress"][0]["ports"] == [{"port": 8080, "protocol": "TCP"}]
