@@ -69,6 +69,7 @@ STORE_COMMANDS: dict[str, tuple[str, ...]] = {
     "flywheel harvest": ("--model", "m"),
     "run": ("training", "--local"),
     "serve": ("--model", "m", "--port", "0"),
+    "studio": ("--model", "m", "--port", "0"),
     "watch": ("--model", "m", "--local", "--once"),
     "submit": ("training", "--host", "http://127.0.0.1:9"),
     "schedule": ("training", "--cron", "0 0 * * * *", "--host", "http://127.0.0.1:9"),
