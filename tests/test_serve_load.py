@@ -61,9 +61,16 @@ def server(model_store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def _hammer(
-    port: int, clients: int, requests: int, stop: threading.Event | None = None
+    port: int,
+    clients: int,
+    requests: int,
+    stop: threading.Event | None = None,
+    results: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[str]]:
-    results: list[dict[str, Any]] = []
+    """``clients`` threads sending ``requests`` one-row requests each (until ``stop``); the
+    answers go to ``results`` as they come (a list the caller may watch), and any failure
+    to the errors."""
+    results = [] if results is None else results
     errors: list[str] = []
     lock = threading.Lock()
 
@@ -160,17 +167,21 @@ def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
     ).start()
     stop = threading.Event()
     outcome: dict[str, Any] = {}
+    answered: list[dict[str, Any]] = []  # filled by the load as the answers come
 
     def load() -> None:
-        outcome["results"], outcome["errors"] = _hammer(srv.port, 8, 100_000, stop)
+        outcome["results"], outcome["errors"] = _hammer(srv.port, 8, 100_000, stop, answered)
+
+    def answers_of(version: str, at_least: int, after: int = 0) -> Any:
+        return lambda: sum(d["model_version"] == version for d in answered[after:]) >= at_least
 
     loader = threading.Thread(target=load)
     loader.start()
     try:
-        time.sleep(1.0)
+        _wait_for(answers_of("v1", 100))  # the load is on before the swap
         registry.promote(store, "digits", "v2", alias="champion")
         _wait_for(lambda: srv.get_json("/v2/models/digits")["versions"] == ["v2"])
-        time.sleep(1.0)
+        _wait_for(answers_of("v2", 100))  # and goes on through it
         # v3: a registered version whose stored file of the served variant is then
         # corrupted (without model.pt its identity is model.ts's bytes: a new version)
         v3_dir = tmp_path / "v3"
@@ -188,7 +199,7 @@ def test_hot_swap_under_load_and_a_corrupt_version_is_refused(
         _wait_for(
             lambda: 'datawheel_model_load_failures_total{model="digits"} 1.0' in srv.metrics()
         )
-        time.sleep(0.5)
+        _wait_for(answers_of("v2", 100, after=len(answered)))  # and after the refusal
         # after the refusal, the server still says it serves v2 (and answers with it, below)
         served_after_refusal = srv.get_json("/v2/models/digits")["versions"]
     finally:
