@@ -18,9 +18,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 from prometheus_support import Prometheus, launch_prometheus
 
 from datawheel.storage import Store
+
+# One intra-op thread for torch in the test process. Its training, export and reference
+# computations are on small digits models, where a second OpenMP thread gains nothing, and
+# on 2 vCPUs shared with the servers and pipeline steps a test starts (or with anything
+# else), oversubscribed OpenMP threads spin: test_train + test_distill took 230 s with two
+# threads against 15 s with one, on the same busy machine. The servers and pipeline steps
+# the tests start are separate processes and keep their own (the product's) thread counts.
+torch.set_num_threads(1)
 
 # --------------------------------------------------------------------------------------
 # Stores: a real SeaweedFS S3 server (session-wide) and a `store` fixture that runs each
