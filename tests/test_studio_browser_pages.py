@@ -298,3 +298,30 @@ def test_a_drift_report_opens_under_its_sandboxed_csp(driver: WebDriver, stack: 
     colour = heading.find_element(By.TAG_NAME, "span").value_of_css_property("color")
     assert colour not in ("rgba(0, 0, 0, 1)", "rgb(0, 0, 0)")  # its inline <style> applied
     assert console_errors(driver) == []
+
+
+_POST_LABEL = """
+const [csrf, done] = [arguments[0], arguments[arguments.length - 1]];
+const headers = {"content-type": "application/json"};
+if (csrf) headers["x-csrf-token"] = csrf;
+fetch("/api/label", {method: "POST", headers, body: JSON.stringify({id: "x", label: "1"})})
+  .then((r) => r.json().then((j) => done([r.status, j.error || ""])));
+"""
+
+
+def test_the_browser_is_refused_without_the_csrf_value_or_the_session(
+    driver: WebDriver, stack: Stack
+) -> None:
+    """From the page itself: a label POST without the page's CSRF value is 403, one without
+    the token session 401; the session cookie is out of the page script's reach."""
+    driver.get(f"{stack.studio.url}/")
+    csrf = driver.execute_script("return window.dw.csrf()")
+    assert csrf and "dw_session" not in driver.execute_script("return document.cookie")
+    status, error = driver.execute_async_script(_POST_LABEL, "")
+    assert status == 403 and "CSRF" in error
+    status, error = driver.execute_async_script(_POST_LABEL, "0" * 32)
+    assert status == 403 and "CSRF" in error
+    driver.delete_cookie("dw_session")
+    status, error = driver.execute_async_script(_POST_LABEL, csrf)
+    assert status == 401 and "token" in error
+    login(driver, stack.studio.url, next_path="/")  # as the other tests expect
