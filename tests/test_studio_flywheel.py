@@ -212,3 +212,12 @@ def test_charts_escape_names_and_use_no_style_attributes() -> None:
     assert svg.count("<title") >= 4 and 'aria-labelledby="c1-t c1-d"' in svg
     empty = str(line_chart([], chart_id="c3", title="t", y_label="y"))
     assert "no points yet" in empty
+
+
+def test_time_ticks_stay_distinct_on_any_span() -> None:
+    from datawheel.studio.charts import time_label
+
+    t0 = 1_764_720_000.0  # a whole minute
+    for span, step in ((120, 30), (3600, 900), (86400 * 3, 86400 / 2), (86400 * 60, 86400 * 15)):
+        ticks = [time_label(t0 + i * step, span) for i in range(5)]
+        assert len(set(ticks)) == 5, (span, ticks)

@@ -38,6 +38,8 @@ class Series:
 def time_label(ts: float, span: float) -> str:
     """A tick label for ``ts`` on an axis spanning ``span`` seconds (UTC)."""
     when = datetime.fromtimestamp(ts, UTC)
+    if span <= 600:  # a few minutes (a demo's run): minutes alone would repeat on the axis
+        return when.strftime("%H:%M:%S")
     if span <= 2 * 86400:
         return when.strftime("%H:%M")
     return when.strftime("%m-%d %H:%M") if span <= 14 * 86400 else when.strftime("%Y-%m-%d")
