@@ -39,11 +39,16 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # mypy checks benchmarks/ as a namespace package
+    from benchmarks.bench_store import list_column, stand_in_champion
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from bench_store import list_column, stand_in_champion
 
 REPO = Path(__file__).resolve().parent.parent
 N_FEATURES = 64
@@ -66,18 +71,7 @@ def _rows(rng: np.random.Generator, n: int) -> np.ndarray:
     return (k / 16.0).astype(np.float32)
 
 
-def _list_column(x: np.ndarray) -> pa.Array:
-    n, w = x.shape
-    offsets = pa.array(np.arange(0, (n + 1) * w, w, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1).astype(np.float64)))
-
-
 def _setup(store_dir: Path, args: argparse.Namespace) -> None:
-    from datawheel import registry
-    from datawheel.data import versions as ds
-    from datawheel.data.gate import admit
-    from datawheel.data.sources import Loaded
-    from datawheel.data.transform import Transform
     from datawheel.serving.ids import PredictionIds
     from datawheel.serving.ledger.records import SCHEMAS
     from datawheel.serving.ledger.segments import write_segments
@@ -88,17 +82,7 @@ def _setup(store_dir: Path, args: argparse.Namespace) -> None:
     features = [f"px_{i}" for i in range(N_FEATURES)]
     frame = pd.DataFrame(_rows(rng, args.parent_rows), columns=features)
     frame["label"] = [CLASSES[i % 10] for i in range(args.parent_rows)]
-    candidate = ds.ingest_frame(store, Loaded(frame, "label", "bench"), name="bench")
-    assert admit(store, "bench", candidate.version).outcome == "committed"
-    model_dir = store_dir.parent / "model"
-    model_dir.mkdir(exist_ok=True)
-    (model_dir / "model.ts").write_bytes(b"stand-in: a harvest never loads the network")
-    Transform(features, CLASSES, [0.3] * N_FEATURES, [0.3] * N_FEATURES).save(
-        model_dir / "transform.json"
-    )
-    card = {"dataset": "bench", "dataset_version": candidate.version}
-    mv = registry.register(store, "bench", model_dir, card=card)
-    registry.promote(store, "bench", mv.version, alias="champion")
+    stand_in_champion(store, store_dir.parent, frame, CLASSES, "a harvest never loads the network")
     ids = PredictionIds("bench", _KEY)
     all_ids: list[str] = []
     predicted_all: list[str] = []
@@ -116,10 +100,11 @@ def _setup(store_dir: Path, args: argparse.Namespace) -> None:
                 "ts": np.full(m, ts),
                 "model": ["bench"] * m,
                 "version": ["v1"] * m,
-                "inputs": _list_column(_rows(rng, m)),
+                "inputs": list_column(_rows(rng, m)),
                 "label": predicted,
-                "probabilities": _list_column(probs),
+                "probabilities": list_column(probs),
                 "latency_ms": np.full(m, 1.5),
+                "variant": ["torchscript"] * m,
             },
             schema=SCHEMAS["predictions"],
         )

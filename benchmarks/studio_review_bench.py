@@ -44,11 +44,16 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # mypy checks benchmarks/ as a namespace package
+    from benchmarks.bench_store import list_column, stand_in_champion
+else:  # run as a script: benchmarks/ is sys.path[0]
+    from bench_store import list_column, stand_in_champion
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -58,19 +63,8 @@ DAY = 1_780_000_000.0
 TOKEN = "studio-bench-token-0123"
 
 
-def _list_column(x: np.ndarray) -> pa.Array:
-    n, w = x.shape
-    offsets = pa.array(np.arange(0, (n + 1) * w, w, dtype=np.int32))
-    return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1).astype(np.float64)))
-
-
 def _ledger_store(root: Path, n: int, segment_rows: int) -> Any:
     """A store with model ``bench`` (dataset ``bench``) and ``n`` predictions, 10% labelled."""
-    from datawheel import registry
-    from datawheel.data import versions as ds
-    from datawheel.data.gate import admit
-    from datawheel.data.sources import Loaded
-    from datawheel.data.transform import Transform
     from datawheel.serving.ids import PredictionIds
     from datawheel.serving.ledger.records import SCHEMAS
     from datawheel.serving.ledger.segments import write_segments
@@ -81,17 +75,7 @@ def _ledger_store(root: Path, n: int, segment_rows: int) -> Any:
     features = [f"px_{i}" for i in range(N_FEATURES)]
     frame = pd.DataFrame(rng.random((500, N_FEATURES)).astype(np.float32), columns=features)
     frame["label"] = [CLASSES[i % 10] for i in range(500)]
-    candidate = ds.ingest_frame(store, Loaded(frame, "label", "bench"), name="bench")
-    assert admit(store, "bench", candidate.version).outcome == "committed"
-    model_dir = root.parent / "model"
-    model_dir.mkdir(exist_ok=True)
-    (model_dir / "model.ts").write_bytes(b"stand-in: the queue never loads the network")
-    Transform(features, CLASSES, [0.3] * N_FEATURES, [0.3] * N_FEATURES).save(
-        model_dir / "transform.json"
-    )
-    card = {"dataset": "bench", "dataset_version": candidate.version}
-    mv = registry.register(store, "bench", model_dir, card=card)
-    registry.promote(store, "bench", mv.version, alias="champion")
+    stand_in_champion(store, root.parent, frame, CLASSES, "the queue never loads the network")
     ids = PredictionIds("bench", b"studio-bench-key-0123456789abcdef")
     labelled: list[str] = []
     for start in range(0, n, segment_rows):
@@ -106,9 +90,9 @@ def _ledger_store(root: Path, n: int, segment_rows: int) -> Any:
                 "ts": np.full(m, ts),
                 "model": ["bench"] * m,
                 "version": ["v1"] * m,
-                "inputs": _list_column(rng.random((m, N_FEATURES)).astype(np.float32)),
+                "inputs": list_column(rng.random((m, N_FEATURES)).astype(np.float32)),
                 "label": [CLASSES[i] for i in index],
-                "probabilities": _list_column(probs),
+                "probabilities": list_column(probs),
                 "latency_ms": np.full(m, 1.5),
                 "variant": ["torchscript"] * m,
             },
