@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from serving_support import DATAWHEEL, ServerProcess, copy_store, free_port, wait_ready
@@ -137,6 +137,13 @@ def login(driver: WebDriver, base_url: str, token: str = TOKEN, next_path: str =
     WebDriverWait(driver, 20).until(  # the page after the login redirect has rendered
         lambda d: d.find_elements(By.CSS_SELECTOR, "header.top .session form")
     )
+
+
+def wait_for(driver: WebDriver, check: Any, timeout: float = 30) -> Any:
+    """``check(driver)``'s first truthy value, polled (selenium's WebDriverWait)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout).until(check)
 
 
 def screenshot(driver: WebDriver, tmp: Path, name: str) -> Path:

@@ -15,12 +15,12 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import pytest
-from browser_support import Stack, chrome, console_errors, login, screenshot, start_stack
+from browser_support import Stack, chrome, console_errors, login, screenshot, start_stack, wait_for
 from harvest_support import Ledger
 from serving_support import digits_rows, infer_body
 
@@ -107,17 +107,11 @@ def driver(stack: Stack) -> Iterator[WebDriver]:
         yield d
 
 
-def _wait(driver: WebDriver, check: Any, timeout: float = 30) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(check)
-
-
 def _open(driver: WebDriver, base: str, path: str) -> None:
     from selenium.webdriver.common.by import By
 
     driver.get(base + path)
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "main h1"))
+    wait_for(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "main h1"))
 
 
 def _full_page(driver: WebDriver, tmp: Path, name: str) -> None:
@@ -281,7 +275,7 @@ def test_enter_on_a_nav_link_navigates(driver: WebDriver, stack: Stack) -> None:
             break
     assert driver.switch_to.active_element == links[3], "Tab never reached the Flywheel link"
     ActionChains(driver).send_keys(Keys.ENTER).perform()
-    _wait(driver, lambda d: d.current_url.endswith("/flywheel"))
+    wait_for(driver, lambda d: d.current_url.endswith("/flywheel"))
     assert driver.find_element(By.CSS_SELECTOR, "main h1").text.startswith("The flywheel")
 
 
@@ -292,8 +286,8 @@ def test_a_drift_report_opens_under_its_sandboxed_csp(driver: WebDriver, stack: 
     console_errors(driver)  # drop what came before
     link = driver.find_elements(By.LINK_TEXT, "drift report")[1]  # a drifted hour
     link.click()
-    _wait(driver, lambda d: "/reports/drift/v1" in d.current_url)
-    heading = _wait(driver, lambda d: d.find_elements(By.TAG_NAME, "h1"))[0]
+    wait_for(driver, lambda d: "/reports/drift/v1" in d.current_url)
+    heading = wait_for(driver, lambda d: d.find_elements(By.TAG_NAME, "h1"))[0]
     assert heading.text.startswith("Drift of digits:v1") and "DRIFT" in heading.text.upper()
     colour = heading.find_element(By.TAG_NAME, "span").value_of_css_property("color")
     assert colour not in ("rgba(0, 0, 0, 1)", "rgb(0, 0, 0)")  # its inline <style> applied

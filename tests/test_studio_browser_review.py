@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from browser_support import chrome, console_errors, login, screenshot, start_stack
+from browser_support import chrome, console_errors, login, screenshot, start_stack, wait_for
 from serving_support import digits_rows, infer_body
 
 from datawheel.serving.ledger.reader import read_ledger
@@ -23,12 +23,6 @@ if TYPE_CHECKING:
     from selenium.webdriver.remote.webdriver import WebDriver
 
 N = 30
-
-
-def _wait(driver: WebDriver, check: Any, timeout: float = 30) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(check)
 
 
 def _current(driver: WebDriver) -> tuple[str, str] | None:
@@ -50,7 +44,7 @@ def _press(driver: WebDriver, key: str) -> None:
 def _press_and_move(driver: WebDriver, key: str, before: str) -> str | None:
     """Press ``key`` and wait until the current item is another one; its id."""
     _press(driver, key)
-    _wait(driver, lambda d: (_current(d) or ("", ""))[0] != before)
+    wait_for(driver, lambda d: (_current(d) or ("", ""))[0] != before)
     now = _current(driver)
     return now[0] if now else None
 
@@ -76,16 +70,16 @@ def test_label_twenty_items_with_the_keyboard(model_store: str, tmp_path: Path) 
             time.sleep(0.2)
 
         driver.get(f"{stack.studio.url}/review")  # not logged in: a key asks for the token
-        _wait(driver, lambda d: _current(d) is not None)
+        wait_for(driver, lambda d: _current(d) is not None)
         _press(driver, "1")
-        _wait(driver, lambda d: d.find_elements("id", "review-login-link"))
+        wait_for(driver, lambda d: d.find_elements("id", "review-login-link"))
         assert "/login?next=" in str(
             driver.find_element("id", "review-login-link").get_attribute("href")
         )
 
         login(driver, stack.studio.url, next_path="/review")
-        _wait(driver, lambda d: _current(d) is not None)
-        _wait(driver, lambda d: _text(d, "queue-size") == str(N))
+        wait_for(driver, lambda d: _current(d) is not None)
+        wait_for(driver, lambda d: _text(d, "queue-size") == str(N))
         assert _text(driver, "labeled-today") == "0"
 
         first = _current(driver)
@@ -105,13 +99,13 @@ def test_label_twenty_items_with_the_keyboard(model_store: str, tmp_path: Path) 
 
         last = list(labels)[-1]
         _press(driver, "u")  # U: the last labeled item comes back to the front...
-        _wait(driver, lambda d: (_current(d) or ("", ""))[0] == last)
+        wait_for(driver, lambda d: (_current(d) or ("", ""))[0] == last)
         relabel = "4" if labels[last] != "4" else "6"
         _press_and_move(driver, relabel, last)  # ...and a new key relabels it
         labels[last] = relabel
 
-        _wait(driver, lambda d: _text(d, "labeled-today") == "20", timeout=30)
-        _wait(driver, lambda d: _text(d, "queue-size") == str(N - 20), timeout=30)
+        wait_for(driver, lambda d: _text(d, "labeled-today") == "20", timeout=30)
+        wait_for(driver, lambda d: _text(d, "queue-size") == str(N - 20), timeout=30)
         deadline = time.monotonic() + 30
         while True:
             fb = read_ledger(store, model="digits", kind="feedback")
@@ -128,7 +122,7 @@ def test_label_twenty_items_with_the_keyboard(model_store: str, tmp_path: Path) 
         screenshot(driver, tmp_path, "review")
 
         driver.find_element("id", "tab-issues").click()  # the other queue: likely label errors
-        _wait(driver, lambda d: (_current(d) or ("", ""))[0].startswith("row:digits:"))
+        wait_for(driver, lambda d: (_current(d) or ("", ""))[0].startswith("row:digits:"))
         assert "Given label" in driver.find_element("css selector", ".review-item.current").text
         assert not console_errors(driver)
         screenshot(driver, tmp_path, "review-issues")

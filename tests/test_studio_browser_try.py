@@ -23,6 +23,7 @@ from browser_support import (
     login,
     screenshot,
     start_stack,
+    wait_for,
 )
 from PIL import Image
 from serving_support import ServerProcess, reference_probabilities
@@ -48,12 +49,6 @@ def driver(stack: Stack) -> Iterator[WebDriver]:
     with chrome() as d:
         login(d, stack.studio.url, next_path="/try")
         yield d
-
-
-def _wait(driver: WebDriver, check: Any, timeout: float = 30) -> Any:
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(driver, timeout).until(check)
 
 
 def _bars(driver: WebDriver, container: str) -> dict[str, float]:
@@ -92,13 +87,13 @@ def test_draw_a_one_and_both_answers_agree(driver: WebDriver, stack: Stack) -> N
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
-    _wait(driver, lambda d: "Ready" in _text(d, "edge-status"))  # the ONNX session loaded
+    wait_for(driver, lambda d: "Ready" in _text(d, "edge-status"))  # the ONNX session loaded
     canvas = driver.find_element(By.ID, "draw")
     actions = ActionChains(driver).move_to_element_with_offset(canvas, 4, -90).click_and_hold()
     for i in range(18):  # a near-vertical stroke down the middle, in small pointer moves
         actions.move_by_offset(-1 if i % 3 == 0 else 0, 10)
     actions.release().perform()
-    _wait(driver, lambda d: _answered(d, ""))
+    wait_for(driver, lambda d: _answered(d, ""))
 
     server = _bars(driver, "probability-bars")
     edge = _bars(driver, "edge-probabilities")
@@ -132,7 +127,7 @@ def test_that_is_wrong_sends_a_correction_to_the_ledger(driver: WebDriver, stack
     correct = "7" if predicted != "7" else "1"
     Select(driver.find_element(By.ID, "correct-label")).select_by_value(correct)
     driver.find_element(By.ID, "correct-send").click()
-    _wait(driver, lambda d: "labeled" in _text(d, "correct-status"))
+    wait_for(driver, lambda d: "labeled" in _text(d, "correct-status"))
     assert driver.find_element(By.ID, "correct-status").get_attribute("class") == "ok"
     feedback = _ledger(stack, "feedback", pid)
     assert list(feedback["label"]) == [correct] and list(feedback["predicted"]) == [predicted]
@@ -151,7 +146,7 @@ def test_an_uploaded_image_is_predicted(driver: WebDriver, tmp_path: Path) -> No
     paper.save(path)
     before = _text(driver, "prediction-id")
     driver.find_element(By.ID, "upload").send_keys(str(path))
-    _wait(driver, lambda d: _answered(d, before))
+    wait_for(driver, lambda d: _answered(d, before))
     assert _text(driver, "prediction-label") == "0"
     assert driver.find_element(By.ID, "edge-agree").get_attribute("data-agree") == "true"
     assert not console_errors(driver)
@@ -181,7 +176,7 @@ def test_the_tabular_form_shows_names_as_text_and_both_answers_agree(
         driver.get(f"{studio.url}/try")
         assert driver.find_element(By.CSS_SELECTOR, "label[for=feature-0]").text == XSS
         assert not driver.find_elements(By.CSS_SELECTOR, "main script")  # text, not a tag
-        _wait(driver, lambda d: "Ready" in _text(d, "edge-status"))
+        wait_for(driver, lambda d: "Ready" in _text(d, "edge-status"))
         seen = ""
         for island, bill in (("Dream", "50"), ("Biscoe", "40"), ("", "")):  # "": missing
             Select(driver.find_element(By.ID, "feature-1")).select_by_value(island)
@@ -189,7 +184,7 @@ def test_the_tabular_form_shows_names_as_text_and_both_answers_agree(
             box.clear()
             box.send_keys(bill)
             driver.find_element(By.ID, "predict").click()
-            _wait(driver, lambda d, s=seen: _answered(d, s))
+            wait_for(driver, lambda d, s=seen: _answered(d, s))
             seen = _text(driver, "prediction-id")
             server_p, edge_p = (
                 _bars(driver, "probability-bars"),
@@ -223,7 +218,7 @@ def test_under_a_root_path_the_page_loads_everything_and_answers(
     try:
         driver.get_log("browser")  # type: ignore[attr-defined]  # drop earlier pages' lines
         driver.get(f"{prefixed.url}/studio/try")
-        _wait(driver, lambda d: "Ready" in _text(d, "edge-status"))
+        wait_for(driver, lambda d: "Ready" in _text(d, "edge-status"))
         header = driver.find_element(By.CSS_SELECTOR, "header.top")
         assert header.value_of_css_property("display") == "flex"  # studio.css was applied
         canvas = driver.find_element(By.ID, "draw")
@@ -231,7 +226,7 @@ def test_under_a_root_path_the_page_loads_everything_and_answers(
         for _ in range(16):
             actions.move_by_offset(0, 10)
         actions.release().perform()
-        _wait(driver, lambda d: _answered(d, ""))
+        wait_for(driver, lambda d: _answered(d, ""))
         assert driver.find_element(By.ID, "edge-agree").get_attribute("data-agree") == "true"
         nav = [a.get_attribute("href") for a in driver.find_elements(By.CSS_SELECTOR, "nav a")]
         assert nav and all("/studio/" in str(h) for h in nav)
