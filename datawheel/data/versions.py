@@ -88,6 +88,16 @@ class DatasetVersion:
     def classes(self) -> list[str]:
         return [str(c) for c in self.manifest["classes"]]
 
+    @property
+    def categories(self) -> dict[str, list[str]]:
+        """Every category of each categorical feature, from the manifest's stats."""
+        stats = self.manifest.get("stats", {})
+        return {
+            f: [str(c) for c in stats[f].get("categories", {})]
+            for f in self.features
+            if stats.get(f, {}).get("kind") == "categorical"
+        }
+
 
 def _prefix(name: str, version: str, area: str = "versions") -> str:
     return f"datasets/{name}/{area}/{version}"

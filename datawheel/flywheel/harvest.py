@@ -132,16 +132,6 @@ def _dataset_of(store: Store, mv: registry.ModelVersion) -> ds.DatasetVersion:
     return parent
 
 
-def _categories(dv: ds.DatasetVersion) -> dict[str, list[str]]:
-    """Every category of each categorical feature of ``dv``, from its manifest."""
-    stats = dv.manifest.get("stats", {})
-    return {
-        f: [str(c) for c in stats[f].get("categories", {})]
-        for f in dv.features
-        if stats.get(f, {}).get("kind") == "categorical"
-    }
-
-
 def _plural(n: int, noun: str) -> str:
     return f"{n} {noun}{'' if n == 1 else 's'}"
 
@@ -190,7 +180,7 @@ def harvest(
     parent = _dataset_of(store, mv)
     labels = read_labels(store, model, since, end)
     joined = join_predictions(store, model, labels, end)
-    vocab = _categories(parent)
+    vocab = parent.categories
     rows = production_rows(store, model, joined, parent.features, parent.classes, vocab)
     lineage: dict[str, Any] = {
         "kind": "harvest",

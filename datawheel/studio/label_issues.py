@@ -42,7 +42,6 @@ from datawheel.studio.review_queue import sent_ids
 __all__ = [
     "Issues",
     "current_dataset",
-    "dataset_vocab",
     "find_issues",
     "issue_page",
     "model_matrix",
@@ -84,16 +83,6 @@ def current_dataset(store: Store, model: str) -> ds.DatasetVersion:
             "register the model through the training pipeline, which records its dataset",
         )
     return ds.get_version(store, name)
-
-
-def dataset_vocab(dv: ds.DatasetVersion) -> dict[str, list[str]]:
-    """Every category of each categorical feature, from the manifest (as the harvest has it)."""
-    stats = dv.manifest.get("stats", {})
-    return {
-        f: [str(c) for c in stats[f].get("categories", {})]
-        for f in dv.features
-        if stats.get(f, {}).get("kind") == "categorical"
-    }
 
 
 def model_matrix(
@@ -152,7 +141,7 @@ def _issues(studio: Studio, dv: ds.DatasetVersion) -> tuple[pd.DataFrame, Issues
             given = frame[dv.label].astype(str).map(index)
             known = given.notna().to_numpy()
             labels = given.fillna(0).to_numpy(np.int64)
-            x = model_matrix(frame, dv.features, dataset_vocab(dv))
+            x = model_matrix(frame, dv.features, dv.categories)
             found = find_issues(x[known], labels[known], len(dv.classes))
             rows = np.flatnonzero(known)  # back to row indices of the whole frame
             quality = np.ones(len(frame))
@@ -195,7 +184,7 @@ def _seen_keys(studio: Studio, dv: ds.DatasetVersion) -> set[bytes]:
     labels = read_labels(store, model, None, until)
     labels.frame = labels.frame[~labels.frame["id"].isin(seen.ids)].reset_index(drop=True)
     joined = join_predictions(store, model, labels, until)
-    vocab = {f: list(c) for f, c in dataset_vocab(dv).items()}
+    vocab = {f: list(c) for f, c in dv.categories.items()}
     rows = production_rows(store, model, joined, dv.features, dv.classes, vocab)
     if len(rows):
         seen.keys |= {bytes(k) for k in content_keys(rows.x)}
@@ -215,7 +204,7 @@ def issue_page(studio: Studio, limit: int, offset: int) -> dict[str, Any]:
         order = order[[row_id(dv, int(i)) not in sent for i in order]]
     seen = _seen_keys(studio, dv)
     if seen and len(order):
-        x = encode_frame(frame.iloc[order], dv.features, dataset_vocab(dv))
+        x = encode_frame(frame.iloc[order], dv.features, dv.categories)
         order = order[[bytes(k) not in seen for k in content_keys(x)]]
     picked = order[offset : offset + limit]
     items = []

@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 
 from datawheel.data import versions as ds
 from datawheel.studio.context import Studio
-from datawheel.studio.label_issues import current_dataset, dataset_vocab
+from datawheel.studio.label_issues import current_dataset
 from datawheel.studio.review_queue import remember_label
 
 __all__ = ["label_row", "parse_row_id"]
@@ -41,7 +41,7 @@ def parse_row_id(row_id: str) -> tuple[str, str, int]:
 
 def _row_inputs(frame_row: Any, dv: ds.DatasetVersion) -> list[dict[str, Any]]:
     """The v2 named inputs of one row: FP32 numbers (null when missing), BYTES categories."""
-    vocab = dataset_vocab(dv)
+    vocab = dv.categories
     out = []
     for f in dv.features:
         v = frame_row[f]

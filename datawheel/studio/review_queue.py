@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -105,17 +106,9 @@ class LedgerView:
         reading only the segments not read before."""
         with self.lock:
             keys = _segments(store, "predictions", self.model)
-            for key in keys:
-                if key not in self.parts and (part := _read_part(store, key)) is not None:
-                    self.parts[key] = part
-            for key in set(self.parts) - set(keys):
-                del self.parts[key]
+            _sync(self.parts, keys, lambda key: _read_part(store, key))
             fb_keys = _segments(store, "feedback", self.model)
-            for key in fb_keys:
-                if key not in self.feedback and (fb := _read_feedback(store, key)) is not None:
-                    self.feedback[key] = fb
-            for key in set(self.feedback) - set(fb_keys):
-                del self.feedback[key]
+            _sync(self.feedback, fb_keys, lambda key: _read_feedback(store, key))
             listing = tuple(k for k in keys if k in self.parts)
             if self.combined is None or self.combined[0] != listing:
                 self.combined = (listing, _combine([self.parts[k] for k in listing]))
@@ -152,6 +145,18 @@ def _flags(rows: dict[str, Any], ids: np.ndarray) -> np.ndarray:
         at = rows["index"].get_indexer(pd.unique(ids))
         flags[rows["unique"][at[at >= 0]]] = True
     return flags
+
+
+T = TypeVar("T")
+
+
+def _sync(cache: dict[str, T], keys: list[str], read: Callable[[str], T | None]) -> None:
+    """``cache`` holds exactly the readable ``keys``: new ones read once, gone ones dropped."""
+    for key in keys:
+        if key not in cache and (value := read(key)) is not None:
+            cache[key] = value
+    for key in set(cache) - set(keys):
+        del cache[key]
 
 
 def _segments(store: Store, kind: str, model: str) -> list[str]:
