@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,11 @@ import numpy as np
 
 from datawheel import registry
 from datawheel.errors import DatawheelError
-from datawheel.orchestration.checkpoint_store import StoreCheckpoints, is_store_target
+from datawheel.orchestration.checkpoint_store import (
+    CHECKPOINT_FILE,
+    StoreCheckpoints,
+    is_store_target,
+)
 from datawheel.orchestration.step import MetricsSink, log, pipeline_step
 from datawheel.storage import open_store
 from datawheel.storage.files import sha256_bytes, sha256_file
@@ -71,16 +76,14 @@ def checkpoint_dir_for(
 
 
 def _store_mirror(
-    splits_dir: str, config: dict[str, Any], root: str, store: str, local: Path
-) -> StoreCheckpoints | None:
-    """With ``DATAWHEEL_CHECKPOINT_DIR=store`` (the run's store) or a store URI: the mirror
-    of this run's checkpoint there, already pulled into ``local``. None for a folder."""
-    base = _checkpoint_base(root)
-    if not is_store_target(base):
-        return None
-    target = open_store(store or None) if base == "store" else open_store(base)
-    prefix = f"checkpoints/{_fingerprint(splits_dir, config, store)}"
-    mirror = StoreCheckpoints(target, prefix, log=log)
+    splits_dir: str, config: dict[str, Any], base: str, store: str, local: Path
+) -> StoreCheckpoints:
+    """The mirror of this run's checkpoint in the store ``base`` names (``store``: the run's
+    own, else a store URI), already pulled into ``local``."""
+    target = open_store((store or None) if base == "store" else base)
+    mirror = StoreCheckpoints(
+        target, f"checkpoints/{_fingerprint(splits_dir, config, store)}", log=log
+    )
     mirror.pull(local)
     return mirror
 
@@ -124,14 +127,18 @@ def train_step(
     if warm_start_from and init_state is None:
         init_state, warm_from = _warm_state(store, warm_start_from, config, splits)
     fit_config = {**vars(config), "transfer_from": transfer_from, "warm_start_from": warm_from}
-    scratch = tempfile.TemporaryDirectory(prefix="datawheel-ckpt-")
-    if is_store_target(_checkpoint_base(checkpoint_root)):
-        ckpt = Path(scratch.name)
-        mirror = _store_mirror(splits_dir, fit_config, checkpoint_root, store, ckpt)
-    else:
-        ckpt, mirror = checkpoint_dir_for(splits_dir, fit_config, checkpoint_root, store), None
-    with scratch:
-        result = _fit(splits, tf, image_shape, config, ckpt, init_state, transfer_from, mirror)
+    base = _checkpoint_base(checkpoint_root)
+    if not is_store_target(base):
+        ckpt = checkpoint_dir_for(splits_dir, fit_config, checkpoint_root, store)
+        result = _fit(splits, tf, image_shape, config, ckpt, init_state, transfer_from, None)
+    else:  # train against a scratch folder, mirrored to the store
+        with tempfile.TemporaryDirectory(prefix="datawheel-ckpt-") as scratch:
+            mirror = _store_mirror(splits_dir, fit_config, base, store, Path(scratch))
+            result = _fit(
+                splits, tf, image_shape, config, Path(scratch), init_state, transfer_from,
+                mirror.push,
+            )  # fmt: skip
+            mirror.push(Path(scratch) / CHECKPOINT_FILE, final=True)
     out = Path(model_dir)
     out.mkdir(parents=True, exist_ok=True)
     exported = export_model(
@@ -166,9 +173,10 @@ def _fit(
     ckpt: Path,
     init_state: dict[str, Any] | None,
     transfer_from: str,
-    mirror: StoreCheckpoints | None,
+    on_checkpoint: Callable[[Path], None] | None,
 ) -> Any:
-    """The training loop on the splits, checkpointing into ``ckpt`` (and ``mirror``)."""
+    """The training loop on the splits, checkpointing into ``ckpt`` (``on_checkpoint`` after
+    each epoch's checkpoint)."""
     from datawheel.training.loop import fit
 
     result = fit(
@@ -184,10 +192,8 @@ def _fit(
         freeze=bool(transfer_from),
         log=log,
         categorical=tf.cardinalities(),
-        on_checkpoint=None if mirror is None else mirror.push,
+        on_checkpoint=on_checkpoint,
     )
-    if mirror is not None:
-        mirror.push(ckpt / "last.pt", final=True)
     return result
 
 
