@@ -232,7 +232,7 @@ def _handler(api: KfpApi) -> type[BaseHTTPRequestHandler]:
                 return 200, {
                     "recurring_run_id": f"rr-{n}",
                     "display_name": body["display_name"],
-                    "status": "ENABLED" if body.get("status", "ENABLED") else "DISABLED",
+                    "status": body.get("status") or "ENABLED",
                     "created_at": _CREATED,
                     "trigger": trigger,
                 }

@@ -61,6 +61,7 @@ def namespace_option() -> Callable[[_F], _F]:
         "--namespace",
         default=None,
         metavar="PROFILE",
+        callback=lambda _ctx, _param, value: kube_namespace(value),
         help="Multi-user Kubeflow: the profile namespace the run belongs to (its experiment "
         "is found or created there and its pods run there, with that namespace's datawheel-s3 "
         "Secret and datawheel-settings ConfigMap). Leave it out on standalone KFP.",

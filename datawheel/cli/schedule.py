@@ -9,7 +9,6 @@ import click
 
 from datawheel.cli.output import (
     REMOTE_STORE_HELP,
-    kube_namespace,
     namespace_option,
     remote_store,
     store_option,
@@ -59,7 +58,6 @@ def schedule(
         raise DatawheelError(
             f"--host {redact(host)!r} is not a URL", "pass e.g. --host http://localhost:8080"
         )
-    namespace = kube_namespace(namespace)  # before anything is compiled or sent
     arguments = parse_params(PIPELINES[pipeline], params)
     arguments["store"] = remote_store(
         store or arguments.get("store"), "a recurring run on Kubeflow"

@@ -9,6 +9,7 @@ import click
 
 from datawheel.cli.output import store_option
 from datawheel.storage import open_store
+from datawheel.storage.settings import store_uri
 from datawheel.studio.config import (
     SERVE_TOKEN_ENV,
     StudioConfig,
@@ -64,13 +65,13 @@ def studio(
     from datawheel.registry import list_models
     from datawheel.studio.webapp import create_app
 
-    uri = store or os.environ.get("DATAWHEEL_STORE") or "file://.datawheel"
+    uri = store_uri(store)
     url = check_serve_url(serve_url or os.environ.get("DATAWHEEL_SERVE_URL"))
     the_store = open_store(uri)
-    if model not in list_models(the_store):
+    known = list_models(the_store)
+    if model not in known:
         from datawheel.errors import DatawheelError, name_list
 
-        known = list_models(the_store)
         raise DatawheelError(
             f"no model {model!r} in {uri}",
             f"pass one of: {name_list(known)}" if known else "train one first (make demo-train)",

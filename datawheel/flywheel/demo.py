@@ -93,17 +93,25 @@ def _serve(store: str, root: Path) -> tuple[subprocess.Popen[str], str]:
     _say("$ " + " ".join(cmd) + f"  (log: {root / 'server.log'})")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
+    _wait_ready(proc, f"{url}/v2/health/ready", "server", log.name, 90)
+    return proc, url
+
+
+def _wait_ready(
+    proc: subprocess.Popen[str], url: str, what: str, log: str, timeout: float, hint: str = ""
+) -> None:
+    """Until ``url`` answers; a one-line exit naming the log when ``proc`` dies or never does."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"demo: the server exited ({proc.returncode}); see {log.name}")
+            raise SystemExit(f"demo: the {what} exited ({proc.returncode}); see {log}{hint}")
         try:
-            _get(f"{url}/v2/health/ready")
-            return proc, url
+            _get(url)
+            return
         except OSError:
             time.sleep(0.2)
     proc.kill()
-    raise SystemExit(f"demo: the server did not get ready in 90 s; see {log.name}")
+    raise SystemExit(f"demo: the {what} did not get ready in {timeout:.0f} s; see {log}{hint}")
 
 
 def _served_version(url: str) -> str:
@@ -226,22 +234,8 @@ def _studio(store: str, root: Path, serve_url: str) -> None:
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
     address = f"http://127.0.0.1:{port}/"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(
-                    f"demo: the studio exited ({proc.returncode}); see {log.name} "
-                    "(port in use? set DEMO_STUDIO_PORT, or DEMO_STUDIO=0 to skip it)"
-                )
-            try:
-                _get(f"{address}healthz")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(
-                        f"demo: the studio did not start in 60 s; see {log.name}"
-                    ) from None
-                time.sleep(0.2)
+        hint = " (port in use? set DEMO_STUDIO_PORT, or DEMO_STUDIO=0 to skip it)"
+        _wait_ready(proc, f"{address}healthz", "studio", log.name, 60, hint)
         _say(f"studio: {address}")
         _say(f"studio: labeling token: {token}  (log in on {address}login)")
         _say("studio: running until Ctrl-C (make demo DEMO_STUDIO=0 skips this step)")
