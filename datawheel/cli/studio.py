@@ -83,7 +83,6 @@ def studio(
         serve_url=url,
         token=token,
         serve_token=os.environ.get(SERVE_TOKEN_ENV) or None,
-        generated_token=generated,
         root_path=check_root_path(root_path),
         allow_framing=allow_framing,
     )

@@ -35,7 +35,6 @@ class StudioConfig:
     serve_url: str | None
     token: str  # what labeling needs; see studio_token
     serve_token: str | None = None  # the bearer token the model server wants, if any
-    generated_token: bool = False  # True: nobody set one, the studio made it up at start
     root_path: str = ""  # the path prefix a proxy serves the studio under, e.g. /studio
     allow_framing: bool = False  # let pages of this origin frame it (Kubeflow's dashboard)
 

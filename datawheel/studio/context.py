@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.templating import Jinja2Templates
@@ -17,7 +19,7 @@ from datawheel.studio.config import StudioConfig
 from datawheel.studio.security import Guard
 from datawheel.studio.serve_client import ServeClient
 
-__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Studio", "with_root"]
+__all__ = ["STATIC_DIR", "TEMPLATE_DIR", "Studio", "read_json", "with_root"]
 
 _HERE = Path(__file__).parent
 TEMPLATE_DIR = _HERE / "templates"
@@ -87,3 +89,23 @@ def _kept(response: HTMLResponse) -> dict[str, str]:
     return {
         k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")
     }
+
+
+_MAX_JSON_BYTES = 64 * 1024
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    """The request's JSON object body, or a 400/413/415 that says what was wrong."""
+    kind = request.headers.get("content-type", "").split(";")[0].strip()
+    if kind != "application/json":
+        raise HTTPException(415, "send the body as JSON (Content-Type: application/json)")
+    body = await request.body()
+    if len(body) > _MAX_JSON_BYTES:
+        raise HTTPException(413, f"body of {len(body)} bytes exceeds {_MAX_JSON_BYTES}")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise HTTPException(400, "body must be a JSON object")
+    return doc

@@ -194,9 +194,11 @@ def _seen_keys(studio: Studio, dv: ds.DatasetVersion) -> set[bytes]:
     return seen.keys
 
 
-def issue_page(studio: Studio, limit: int, offset: int) -> dict[str, Any]:
-    """One page of the label-issue queue of the model's current dataset."""
-    dv = current_dataset(studio.store, studio.model)
+def issue_page(
+    studio: Studio, limit: int, offset: int, dv: ds.DatasetVersion | None = None
+) -> dict[str, Any]:
+    """One page of the label-issue queue of ``dv`` (default: the model's current dataset)."""
+    dv = dv if dv is not None else current_dataset(studio.store, studio.model)
     frame, issues = _issues(studio, dv)
     order = issues.order
     sent = sent_ids(studio)

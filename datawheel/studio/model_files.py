@@ -71,16 +71,14 @@ def _card(studio: Studio, version: str) -> dict[str, Any]:
     return dict(registry.resolve(studio.store, studio.model, version).card)
 
 
-async def served_model(studio: Studio, *, need_server: bool = False) -> Served:
+async def served_model(studio: Studio) -> Served:
     """The served version and variant (see the module docstring). A server that cannot be
-    reached is an error with ``need_server``; else the champion is shown with a warning."""
+    reached leaves the champion shown, with a warning."""
     warning = ""
     if studio.client is not None:
         try:
             meta = await metadata(studio)
         except HTTPException as exc:
-            if need_server:
-                raise
             warning = str(exc.detail)
         else:
             version = str((meta.get("versions") or ["champion"])[0])

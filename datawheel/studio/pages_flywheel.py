@@ -34,6 +34,7 @@ from datawheel.errors import DatawheelError
 from datawheel.storage import KeyNotFoundError
 from datawheel.studio import flywheel_history as fh
 from datawheel.studio import flywheel_view as fv
+from datawheel.studio import model_files
 from datawheel.studio.charts import Series, bar_chart, line_chart
 from datawheel.studio.context import Studio
 
@@ -99,7 +100,7 @@ async def _served(studio: Studio) -> tuple[dict[str, Any] | None, str]:
     if studio.client is None:
         return None, ""
     try:
-        doc = await run_in_threadpool(studio.client.metadata)
+        doc = await model_files.metadata(studio)  # cached a few seconds, as /try has it
     except HTTPException as exc:
         return None, str(exc.detail)
     found = doc.get("parameters")

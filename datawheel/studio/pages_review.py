@@ -25,7 +25,7 @@ from datawheel.data import versions as ds
 from datawheel.errors import DatawheelError
 from datawheel.studio.context import Studio
 from datawheel.studio.label_issues import current_dataset, issue_page
-from datawheel.studio.review_queue import BY, uncertain_page
+from datawheel.studio.review_queue import BY, labeled_today_now, uncertain_page
 
 __all__ = ["class_keys", "input_kind", "routes"]
 
@@ -111,10 +111,8 @@ def routes(studio: Studio) -> list[BaseRoute]:
         else:
             if dv is None:
                 raise HTTPException(409, f"no dataset to review: {problem}")
-            doc = await run_in_threadpool(issue_page, studio, limit, offset)
-            doc["labeled_today"] = (await run_in_threadpool(uncertain_page, studio, by, 0, 0))[
-                "labeled_today"
-            ]
+            doc = await run_in_threadpool(issue_page, studio, limit, offset, dv)
+            doc["labeled_today"] = await run_in_threadpool(labeled_today_now, studio)
         classes = dv.classes if dv is not None else []
         return JSONResponse(
             {

@@ -35,7 +35,7 @@ from datawheel.data.transform import Transform
 from datawheel.data.versions import get_version
 from datawheel.errors import DatawheelError
 from datawheel.studio import model_files
-from datawheel.studio.context import Studio
+from datawheel.studio.context import Studio, read_json
 
 __all__ = ["Field", "build_form", "parse_predict", "routes"]
 
@@ -239,8 +239,6 @@ def routes(studio: Studio) -> list[BaseRoute]:
         )
 
     async def predict(request: Request) -> Response:
-        from datawheel.studio.webapp import read_json
-
         studio.guard.check_csrf(request, None)
         doc = await read_json(request)
         if studio.client is None:

@@ -39,13 +39,13 @@ __all__ = [
     "BY",
     "LedgerView",
     "labeled_today",
+    "labeled_today_now",
     "ledger_view",
     "margin_entropy",
     "remember_label",
     "sent_ids",
     "served",
     "uncertain_page",
-    "version_classes",
 ]
 
 BY = ("margin", "entropy")
@@ -256,6 +256,12 @@ def labeled_today(studio: Studio, today_ids: set[str], now: float | None = None)
     return len(today_ids | sent)
 
 
+def labeled_today_now(studio: Studio) -> int:
+    """Today's label count, from the ledger as it is now (no ranking needed)."""
+    _, _, today_ids = ledger_view(studio).refresh(studio.store, sent_ids(studio))
+    return labeled_today(studio, today_ids)
+
+
 def uncertain_page(studio: Studio, by: str, limit: int, offset: int) -> dict[str, Any]:
     """One page of the uncertainty queue, with the queue's size and today's label count."""
     view = ledger_view(studio)
@@ -297,11 +303,6 @@ def served(studio: Studio, version: str) -> ServedVersion:
     if version not in known:
         known[version] = served_version(studio.store, studio.model, version)
     return known[version]
-
-
-def version_classes(studio: Studio, version: str) -> list[str] | None:
-    """The class names of ``model:version``; None if the registry does not have them."""
-    return served(studio, version).classes
 
 
 def _inputs(sv: ServedVersion, values: list[float]) -> list[Any]:

@@ -54,18 +54,6 @@ class ServeClient:
         doc: dict[str, Any] = self._call("POST", f"/v2/models/{self.model}/infer", body)
         return doc
 
-    def infer_rows(self, rows: list[list[float]]) -> dict[str, Any]:
-        """Tensor rows (the model's feature order) -> the v2 answer."""
-        width = len(rows[0]) if rows else 0
-        flat = [float(v) for row in rows for v in row]
-        return self.infer(
-            {
-                "inputs": [
-                    {"name": "input", "shape": [len(rows), width], "datatype": "FP32", "data": flat}
-                ]
-            }
-        )
-
     def feedback(self, prediction_id: str, label: str) -> dict[str, Any]:
         doc: dict[str, Any] = self._call(
             "POST", f"/v2/models/{self.model}/feedback", {"id": prediction_id, "label": label}

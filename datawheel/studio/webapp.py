@@ -13,9 +13,7 @@ page route); only a bug is a 500, logged with its traceback and answered without
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -31,32 +29,14 @@ from datawheel.errors import DatawheelError
 from datawheel.storage import Store, StoreError, open_store
 from datawheel.studio import pages_flywheel, pages_review, pages_try
 from datawheel.studio.config import StudioConfig
-from datawheel.studio.context import STATIC_DIR, Studio
+from datawheel.studio.context import STATIC_DIR, Studio, read_json
 from datawheel.studio.review_queue import remember_label
-from datawheel.studio.security import Guard, SecurityMiddleware, safe_next
+from datawheel.studio.security import SESSION_COOKIE, Guard, SecurityMiddleware, safe_next
 from datawheel.studio.serve_client import ServeClient
 
-__all__ = ["create_app", "read_json"]
+__all__ = ["create_app"]
 
 _log = logging.getLogger("datawheel.studio")
-_MAX_JSON_BYTES = 64 * 1024
-
-
-async def read_json(request: Request) -> dict[str, Any]:
-    """The request's JSON object body, or a 400/413/415 that says what was wrong."""
-    kind = request.headers.get("content-type", "").split(";")[0].strip()
-    if kind != "application/json":
-        raise HTTPException(415, "send the body as JSON (Content-Type: application/json)")
-    body = await request.body()
-    if len(body) > _MAX_JSON_BYTES:
-        raise HTTPException(413, f"body of {len(body)} bytes exceeds {_MAX_JSON_BYTES}")
-    try:
-        doc = json.loads(body)
-    except ValueError as exc:
-        raise HTTPException(400, f"body is not valid JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise HTTPException(400, "body must be a JSON object")
-    return doc
 
 
 def _wants_json(request: Request) -> bool:
@@ -121,7 +101,7 @@ def create_app(config: StudioConfig, *, store: Store | None = None) -> Starlette
         form = await request.form()
         studio.guard.check_csrf(request, str(form.get("csrf", "")))
         response = RedirectResponse(studio.url("/"), status_code=303)
-        response.delete_cookie("dw_session")
+        response.delete_cookie(SESSION_COOKIE)
         return response
 
     async def label(request: Request) -> Response:
