@@ -35,7 +35,7 @@ from datawheel.flywheel.merge import Merged, merge_rows
 from datawheel.flywheel.rows import ProductionRows, production_rows
 from datawheel.storage import Store, StoreError, location, validate_name
 
-__all__ = ["HarvestResult", "harvest", "parse_time"]
+__all__ = ["HarvestResult", "current_dataset", "harvest", "parse_time"]
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
@@ -114,6 +114,12 @@ def _serving_card(store: Store, model: str) -> registry.ModelVersion:
         if not versions:
             raise
         return versions[-1]
+
+
+def current_dataset(store: Store, model: str) -> ds.DatasetVersion:
+    """The latest committed version of the dataset the model's champion (else its newest
+    version) was trained on: what a harvest extends, and what the studio reviews."""
+    return _dataset_of(store, _serving_card(store, model))
 
 
 def _dataset_of(store: Store, mv: registry.ModelVersion) -> ds.DatasetVersion:

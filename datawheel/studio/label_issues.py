@@ -27,21 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from datawheel import registry
 from datawheel.data import versions as ds
 from datawheel.data.categorical import encode_frame
-from datawheel.errors import DatawheelError
+from datawheel.flywheel.harvest import current_dataset
 from datawheel.flywheel.ledger_join import join_predictions, read_labels
 from datawheel.flywheel.merge import content_keys
 from datawheel.flywheel.rows import production_rows
 from datawheel.serving.ledger.segments import segment_prefix
-from datawheel.storage import Store
 from datawheel.studio.context import Studio
 from datawheel.studio.review_queue import sent_ids
 
 __all__ = [
     "Issues",
-    "current_dataset",
     "find_issues",
     "issue_page",
     "model_matrix",
@@ -65,24 +62,6 @@ class Issues:
 
 def row_id(dv: ds.DatasetVersion, index: int) -> str:
     return f"row:{dv.name}:{dv.version}:{index}"
-
-
-def current_dataset(store: Store, model: str) -> ds.DatasetVersion:
-    """The latest committed version of the dataset the model's champion was trained on."""
-    try:
-        mv = registry.resolve(store, model, "champion")
-    except DatawheelError:
-        versions = registry.list_versions(store, model)
-        if not versions:
-            raise
-        mv = versions[-1]
-    name = mv.card.get("dataset")
-    if not isinstance(name, str) or not name:
-        raise DatawheelError(
-            f"the card of {mv.name}:{mv.version} names no dataset",
-            "register the model through the training pipeline, which records its dataset",
-        )
-    return ds.get_version(store, name)
 
 
 def model_matrix(

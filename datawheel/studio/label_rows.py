@@ -18,8 +18,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from datawheel.data import versions as ds
+from datawheel.flywheel.harvest import current_dataset
 from datawheel.studio.context import Studio
-from datawheel.studio.label_issues import current_dataset
 from datawheel.studio.review_queue import remember_label
 
 __all__ = ["label_row", "parse_row_id"]

@@ -23,8 +23,9 @@ from starlette.routing import BaseRoute, Route
 
 from datawheel.data import versions as ds
 from datawheel.errors import DatawheelError
+from datawheel.flywheel.harvest import current_dataset
 from datawheel.studio.context import Studio
-from datawheel.studio.label_issues import current_dataset, issue_page
+from datawheel.studio.label_issues import issue_page
 from datawheel.studio.review_queue import BY, labeled_today_now, uncertain_page
 
 __all__ = ["class_keys", "input_kind", "routes"]
