@@ -35,10 +35,12 @@ from datawheel.storage import Store
 __all__ = [
     "Sample",
     "check_features",
+    "ledger_sample",
     "ledger_window",
     "load_sample",
     "model_reference",
     "parse_since",
+    "utc_days",
 ]
 
 _DATASET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9._-]+$")
@@ -253,7 +255,8 @@ def _rebuilt(store: Store, mv: Any, folder: Path, transform: Any) -> tuple[Drift
     return found.reference, found.note
 
 
-def _days(start: float, end: float) -> list[str]:
+def utc_days(start: float, end: float) -> list[str]:
+    """The UTC dates (``YYYY-MM-DD``, the ledger's partitions) from ``start`` to ``end``."""
     day = datetime.fromtimestamp(start, UTC).date()
     last = datetime.fromtimestamp(end, UTC).date()
     out = []
@@ -275,40 +278,70 @@ def ledger_window(
     """The rows version ``mv`` served in the last ``since_s`` seconds (``span``: how a
     person wrote it), with its predicted labels and the feedback labels given in the
     window for its predictions (the latest label per prediction)."""
-    from datawheel.serving.ledger import read_ledger
-
     span = span.strip() or _span(since_s)
     end = time.time() if now is None else now
-    start = end - since_s
-    days = _days(start, end)
+    return ledger_sample(
+        store,
+        mv.name,
+        mv.version,
+        features,
+        end - since_s,
+        where=f"last {span}",
+        fix="widen --since, or check that a server is serving this version (records reach "
+        "the ledger within seconds of being served)",
+        now=end,
+    )
+
+
+def ledger_sample(
+    store: Store,
+    model: str,
+    version: str,
+    features: list[str],
+    start: float,
+    *,
+    where: str,
+    fix: str,
+    until: float | None = None,
+    now: float | None = None,
+) -> Sample:
+    """What ``model:version`` served from ``start`` (to ``until``, if given), with its
+    predicted labels and the latest feedback label per prediction given in that window.
+    ``where`` names the window (``last 1h``), ``fix`` what to do when it is empty."""
+    from datawheel.serving.ledger import read_ledger
+
+    end = until if until is not None else (time.time() if now is None else now)
+    days = utc_days(start, end)
+
+    def within(frame: pd.DataFrame) -> pd.Series:
+        keep = (frame["ts"] >= start) & (frame["version"] == version)
+        return keep & (frame["ts"] < until) if until is not None else keep
+
     cols = ("ts", "version", "inputs", "label")
-    parts = [read_ledger(store, model=mv.name, date=d, columns=cols) for d in days]
+    parts = [read_ledger(store, model=model, date=d, columns=cols) for d in days]
     rows = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=cols)
-    rows = rows[(rows["ts"] >= start) & (rows["version"] == mv.version)]
-    window = f"{mv.name}:{mv.version} ledger, last {span}"
+    rows = rows[within(rows)]
     if rows.empty:
         raise DatawheelError(
-            f"the ledger has no predictions of {mv.name}:{mv.version} in the last {span} "
+            f"the ledger has no predictions of {model}:{version} in the {where} "
             "(0 rows to compare)",
-            "widen --since, or check that a server is serving this version (records reach the "
-            "ledger within seconds of being served)",
+            fix,
         )
     widths = {len(v) for v in rows["inputs"]}
     if widths != {len(features)}:
         raise DatawheelError(
-            f"the ledger rows of {mv.name}:{mv.version} have {sorted(widths)} values, the "
+            f"the ledger rows of {model}:{version} have {sorted(widths)} values, the "
             f"reference {len(features)} features",
             "compare the version that served these rows (NAME:vN)",
         )
-    x = np.vstack(rows["inputs"].to_numpy())
-    frame = pd.DataFrame(x, columns=features)
-    feedback = [read_ledger(store, model=mv.name, kind="feedback", date=d) for d in days]
+    frame = pd.DataFrame(np.vstack(list(rows["inputs"])), columns=features)
+    feedback = [read_ledger(store, model=model, kind="feedback", date=d) for d in days]
     fb = pd.concat(feedback, ignore_index=True) if feedback else pd.DataFrame()
     labels = None
     if not fb.empty:
-        fb = fb[(fb["ts"] >= start) & (fb["version"] == mv.version)]
-        latest = fb.sort_values("ts").drop_duplicates("id", keep="last")
+        latest = fb[within(fb)].sort_values("ts").drop_duplicates("id", keep="last")
         labels = latest["label"].astype(str).tolist() or None
+    window = f"{model}:{version} ledger, {where}"
     return Sample(window, frame, features, labels, rows["label"].astype(str).tolist())
 
 

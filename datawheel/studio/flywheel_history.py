@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import numpy as np
@@ -27,6 +27,7 @@ import pandas as pd
 
 from datawheel.errors import DatawheelError
 from datawheel.monitoring.baseline import DriftReference
+from datawheel.orchestration.drift_inputs import utc_days
 from datawheel.storage import Store
 
 __all__ = [
@@ -112,20 +113,11 @@ class DriftHistory:
         return sorted(worst, key=lambda k: (-worst[k], k))[:n]
 
 
-def _days(start: float, end: float) -> list[str]:
-    day, last = datetime.fromtimestamp(start, UTC).date(), datetime.fromtimestamp(end, UTC).date()
-    out = []
-    while day <= last:
-        out.append(day.isoformat())
-        day += timedelta(days=1)
-    return out
-
-
 def _served(store: Store, model: str, start: float, end: float) -> pd.DataFrame:
     from datawheel.serving.ledger import read_ledger
 
     cols = ("ts", "version", "inputs", "label")
-    parts = [read_ledger(store, model=model, date=d, columns=cols) for d in _days(start, end)]
+    parts = [read_ledger(store, model=model, date=d, columns=cols) for d in utc_days(start, end)]
     parts = [p for p in parts if not p.empty]
     if not parts:
         return pd.DataFrame(columns=list(cols))
@@ -207,42 +199,21 @@ def window_report(
 ) -> tuple[Any, str, str]:
     """The drift engine's report of ``model:version``'s rows served in ``[start, end)``
     (with their predictions and feedback labels), its reference's and its window's names."""
-    from datawheel.orchestration.drift_inputs import Sample
+    from datawheel.orchestration.drift_inputs import ledger_sample
     from datawheel.orchestration.drift_report import compare_samples
-    from datawheel.serving.ledger import read_ledger
 
     _, features, reference = _reference(store, model, version, cache)
-    rows = _served(store, model, start, end)
-    rows = rows[rows["version"] == version]
-    span = f"{_iso(start)} to {_iso(end)}"
-    if rows.empty:
-        raise DatawheelError(
-            f"the ledger has no predictions of {model}:{version} from {span}",
-            "pick a window from the flywheel page's drift table",
-        )
-    x = np.vstack(list(rows["inputs"]))
-    if x.shape[1] != len(features):
-        raise DatawheelError(
-            f"rows of {model}:{version} have {x.shape[1]} values, its reference "
-            f"{len(features)} features",
-            "compare the version that served these rows",
-        )
-    parts = [read_ledger(store, model=model, kind="feedback", date=d) for d in _days(start, end)]
-    fb = pd.concat([p for p in parts if not p.empty] or [pd.DataFrame(columns=["ts"])])
-    labels = None
-    if not fb.empty:
-        fb = fb[(fb["ts"] >= start) & (fb["ts"] < end) & (fb["version"] == version)]
-        latest = fb.sort_values("ts").drop_duplicates("id", keep="last")
-        labels = latest["label"].astype(str).tolist() or None
-    name = f"{model}:{version} ledger, {span}"
-    current = Sample(
-        name,
-        pd.DataFrame(x, columns=features),
+    current = ledger_sample(
+        store,
+        model,
+        version,
         features,
-        labels,
-        rows["label"].astype(str).tolist(),
+        start,
+        until=end,
+        where=f"window {_iso(start)} to {_iso(end)}",
+        fix="pick a window from the flywheel page's drift table",
     )
-    return compare_samples(reference, current), reference.name, name
+    return compare_samples(reference, current), reference.name, current.name
 
 
 def _iso(ts: float) -> str:
