@@ -7,7 +7,6 @@ pipeline lacks, a recurring run without a trigger)."""
 
 from __future__ import annotations
 
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -17,17 +16,16 @@ import yaml
 from click.testing import CliRunner, Result
 from kfp.cli.cli import cli
 from kfp_recorder import KfpApi, kfp_api
+from readme_support import readme_blocks, unwrap
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def readme_kfp_commands() -> list[list[str]]:
     """The README's ``kfp ...`` lines in bash blocks, continuation lines joined, as argv."""
-    text = (ROOT / "README.md").read_text()
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
-        joined = re.sub(r"\\\n\s*", " ", block)
-        for line in joined.splitlines():
+    for block in readme_blocks("bash"):
+        for line in unwrap(block).splitlines():
             line = line.split(" #")[0].strip()
             if line.startswith("kfp "):
                 commands.append(shlex.split(line)[1:])

@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import re
 import shlex
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +17,18 @@ import pytest
 import yaml
 from crd_schemas import schema_errors
 from kfp_recorder import kfp_api
+from readme_support import build_own, readme_block, unwrap
 
 from datawheel.cli.main import main
-from datawheel.deploy.manifests import kubectl, render
+from datawheel.deploy.manifests import render
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
 PROFILE = "team-vision"
 K8S = "1.29.0"
 
 
-def _block(lang: str, marker: str) -> str:
-    (block,) = [b for b in re.findall(rf"```{lang}\n(.*?)```", README, re.S) if marker in b]
-    return str(block)
-
-
 def _build(tmp: Path, folder: str, kustomization: str) -> list[dict[str, Any]]:
-    shutil.copytree(ROOT / "manifests", tmp / "manifests")
-    mine = tmp / folder
-    mine.mkdir()
-    (mine / "kustomization.yaml").write_text(kustomization)
-    done = subprocess.run([kubectl(), "kustomize", str(mine)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    return [d for d in yaml.safe_load_all(done.stdout) if d]
+    return [d for d in yaml.safe_load_all(build_own(tmp, folder, kustomization)) if d]
 
 
 def _pipeline_refs() -> tuple[set[str], set[str], set[str]]:
@@ -64,7 +51,7 @@ def _pipeline_refs() -> tuple[set[str], set[str], set[str]]:
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """The README's profile kustomization (its heredoc, with $PROFILE filled in), built."""
-    block = _block("bash", "manifests/profile")
+    block = readme_block("bash", "manifests/profile")
     (heredoc,) = re.findall(r"<<YAML\n(.*?)\nYAML\n", block, re.S)
     return _build(tmp_path_factory.mktemp("p"), "profile", heredoc.replace("$PROFILE", PROFILE))
 
@@ -80,7 +67,7 @@ def test_the_profile_gets_what_pipeline_pods_read(profile: list[dict[str, Any]])
     assert settings["data"]["DATAWHEEL_STORE"].startswith("s3://")
     # the Secret the README creates by hand is the one every step reads
     assert secrets == {"datawheel-s3"}
-    assert "create secret generic datawheel-s3" in _block("bash", "manifests/profile")
+    assert "create secret generic datawheel-s3" in readme_block("bash", "manifests/profile")
     assert not any(d["kind"] in ("Secret", "PersistentVolumeClaim") for d in profile)
 
 
@@ -115,7 +102,7 @@ def test_the_poddefault_schema_catches_mistakes(profile: list[dict[str, Any]]) -
 def test_the_readme_submits_into_the_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     """The README's `datawheel submit` and `schedule` lines, as written (with the host pointed
     at the recording API), on multi-user KFP: the experiment lands in the profile."""
-    block = re.sub(r"\\\n\s*", " ", _block("bash", "manifests/profile"))
+    block = unwrap(readme_block("bash", "manifests/profile"))
     lines = [ln for ln in block.splitlines() if ln.startswith("datawheel ")]
     assert [ln.split()[1] for ln in lines] == ["submit", "schedule"]
     with kfp_api() as api:
@@ -138,7 +125,9 @@ def test_the_readme_submits_into_the_profile(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="module")
 def authz(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return _build(tmp_path_factory.mktemp("a"), "serving-authz", _block("yaml", "istio-authz"))
+    return _build(
+        tmp_path_factory.mktemp("a"), "serving-authz", readme_block("yaml", "istio-authz")
+    )
 
 
 def _policy(docs: list[dict[str, Any]]) -> dict[str, Any]:

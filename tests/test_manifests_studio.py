@@ -20,10 +20,11 @@ import kubernetes_validate
 import pytest
 import yaml
 from crd_schemas import schema_errors
+from readme_support import build_own, readme_block
 
 from datawheel.cli.studio import studio
 from datawheel.deploy import images
-from datawheel.deploy.manifests import kubectl, render
+from datawheel.deploy.manifests import render
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -287,23 +288,13 @@ def _schema_errors(doc: dict[str, Any]) -> list[str]:
 
 def _readme_overlay() -> str:
     """The kustomization the README tells you to write for the dashboard menu."""
-    blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
-    (block,) = [b for b in blocks if "kubeflow-dashboard" in b]
-    return str(block)
+    return readme_block("yaml", "kubeflow-dashboard")
 
 
 @pytest.fixture(scope="module")
 def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Docs:
     tmp = tmp_path_factory.mktemp("dashboard")
-    _copy(tmp)
-    mine = tmp / "studio-dashboard"
-    mine.mkdir()
-    (mine / "kustomization.yaml").write_text(_readme_overlay())
-    done = subprocess.run(
-        [kubectl(), "kustomize", str(mine)], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return _index(done.stdout)
+    return _index(build_own(tmp, "studio-dashboard", _readme_overlay()))
 
 
 def test_the_readme_overlay_is_kubeflow_plus_the_component(dashboard: Docs) -> None:
