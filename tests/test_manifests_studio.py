@@ -28,7 +28,6 @@ from datawheel.deploy.manifests import render
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-SCHEMAS = Path(__file__).resolve().parent / "schemas"
 OVERLAYS = ["gpu", "gpu-monitoring", "kubeflow", "kubeflow-monitoring", "local"]
 MESHED = {"kubeflow", "kubeflow-monitoring"}
 NAME = "datawheel-studio"
@@ -282,10 +281,6 @@ def test_the_image_ships_the_studios_templates_and_static_files() -> None:
 # --- the central dashboard: the kubeflow-dashboard Component --------------------------------
 
 
-def _schema_errors(doc: dict[str, Any]) -> list[str]:
-    return schema_errors(doc)
-
-
 def _readme_overlay() -> str:
     """The kustomization the README tells you to write for the dashboard menu."""
     return readme_block("yaml", "kubeflow-dashboard")
@@ -311,18 +306,18 @@ def test_the_readme_overlay_is_kubeflow_plus_the_component(dashboard: Docs) -> N
 
 def test_istio_objects_match_the_published_crd_schemas(dashboard: Docs) -> None:
     for key in (("VirtualService", NAME), ("AuthorizationPolicy", NAME)):
-        assert _schema_errors(dashboard[key]) == [], key
+        assert schema_errors(dashboard[key]) == [], key
 
 
 def test_the_schema_check_catches_mistakes(dashboard: Docs) -> None:
     service = json.loads(json.dumps(dashboard[("VirtualService", NAME)]))
     service["spec"]["http"][0]["rewrites"] = {"uri": "/"}  # a typo
     service["spec"]["http"][0]["route"][0]["destination"]["port"]["number"] = "8090"  # a string
-    errors = _schema_errors(service)
+    errors = schema_errors(service)
     assert len(errors) == 2 and any("rewrites" in e for e in errors), errors
     policy = json.loads(json.dumps(dashboard[("AuthorizationPolicy", NAME)]))
     policy["spec"]["action"] = "PERMIT"
-    assert len(_schema_errors(policy)) == 1
+    assert len(schema_errors(policy)) == 1
 
 
 def test_the_gateway_route_reaches_the_studio_under_studio(dashboard: Docs) -> None:
